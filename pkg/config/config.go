@@ -1,0 +1,267 @@
+// Package config loads and validates an nswire network configuration once,
+// merging runtimeConfig, args and CNI_ARGS in one place so that the verb
+// handlers only ever see a checked Net.
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"strings"
+
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/version"
+)
+
+// Modes of wiring the host end of the veth.
+const (
+	ModeBridge = "bridge"
+	ModeRouted = "routed"
+)
+
+// DefaultBridge is the bridge used when the config names none.
+const DefaultBridge = "nswire0"
+
+// Net is one network configuration as nswire understands it.
+type Net struct {
+	types.PluginConf
+
+	Mode        string `json:"mode"`
+	Bridge      string `json:"bridge"`
+	MTU         int    `json:"mtu"`
+	HairpinMode bool   `json:"hairpinMode"`
+	IPMasq      *bool  `json:"ipMasq"`
+	Isolation   *bool  `json:"isolation"`
+	ICC         *bool  `json:"icc"`
+	Internal    bool   `json:"internal"`
+	LogFile     string `json:"logFile"`
+	LogLevel    string `json:"logLevel"`
+
+	RuntimeConfig RuntimeConfig `json:"runtimeConfig"`
+	Args          *Args         `json:"args"`
+
+	// MAC is the container MAC requested through the mac capability,
+	// args.cni.mac or CNI_ARGS MAC=, in that order of precedence.
+	MAC net.HardwareAddr `json:"-"`
+}
+
+// RuntimeConfig holds the capability arguments nswire understands.
+type RuntimeConfig struct {
+	PortMappings []PortMapping `json:"portMappings,omitempty"`
+	Bandwidth    *Bandwidth    `json:"bandwidth,omitempty"`
+	IPs          []string      `json:"ips,omitempty"`
+	MAC          string        `json:"mac,omitempty"`
+	DNS          *RuntimeDNS   `json:"dns,omitempty"`
+}
+
+// RuntimeDNS is the dns capability, whose field names differ from the
+// config's dns section.
+type RuntimeDNS struct {
+	Servers  []string `json:"servers,omitempty"`
+	Searches []string `json:"searches,omitempty"`
+	Options  []string `json:"options,omitempty"`
+}
+
+// PortMapping is one entry of the portMappings capability.
+type PortMapping struct {
+	HostPort      int    `json:"hostPort"`
+	ContainerPort int    `json:"containerPort"`
+	Protocol      string `json:"protocol"`
+	HostIP        string `json:"hostIP,omitempty"`
+}
+
+// Bandwidth is the bandwidth capability: rates in bits/s, bursts in bits.
+type Bandwidth struct {
+	IngressRate  uint64 `json:"ingressRate,omitempty"`
+	IngressBurst uint64 `json:"ingressBurst,omitempty"`
+	EgressRate   uint64 `json:"egressRate,omitempty"`
+	EgressBurst  uint64 `json:"egressBurst,omitempty"`
+}
+
+// Args is the conventional "args" section of a network config.
+type Args struct {
+	CNI struct {
+		IPs []string `json:"ips,omitempty"`
+		MAC string   `json:"mac,omitempty"`
+	} `json:"cni"`
+}
+
+// Bridged reports whether the host end is attached to a bridge.
+func (n *Net) Bridged() bool { return n.Mode == ModeBridge }
+
+// Masquerade reports whether outbound traffic is masqueraded.
+func (n *Net) Masquerade() bool {
+	if n.Internal {
+		return false
+	}
+	if n.IPMasq != nil {
+		return *n.IPMasq
+	}
+	return n.Bridged()
+}
+
+// Isolated reports whether other nswire networks are kept out.
+func (n *Net) Isolated() bool { return n.Isolation == nil || *n.Isolation }
+
+// InterContainer reports whether containers of this network may talk.
+func (n *Net) InterContainer() bool { return n.ICC == nil || *n.ICC }
+
+// Load parses stdin and CNI_ARGS into a validated Net. Every error is a
+// *types.Error naming the offending field.
+func Load(stdin []byte, cniArgs string) (*Net, error) {
+	n := &Net{Mode: ModeBridge, Bridge: DefaultBridge}
+	if err := decode(stdin, n); err != nil {
+		return nil, err
+	}
+	if err := version.ParsePrevResult(&n.PluginConf); err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, "invalid prevResult", err.Error())
+	}
+	if err := n.mergeMAC(cniArgs); err != nil {
+		return nil, err
+	}
+	if err := n.Validate(); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+func decode(stdin []byte, n *Net) error {
+	dec := json.NewDecoder(bytes.NewReader(stdin))
+	err := dec.Decode(n)
+	if err == nil {
+		return nil
+	}
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) {
+		return types.NewError(types.ErrDecodingFailure,
+			fmt.Sprintf("field %q: expected %s, got JSON %s", typeErr.Field, typeErr.Type, typeErr.Value), "")
+	}
+	return types.NewError(types.ErrDecodingFailure, "network config is not valid JSON", err.Error())
+}
+
+// mergeMAC resolves the requested MAC once so later steps see one value.
+func (n *Net) mergeMAC(cniArgs string) error {
+	field, raw := "runtimeConfig.mac", n.RuntimeConfig.MAC
+	if raw == "" && n.Args != nil && n.Args.CNI.MAC != "" {
+		field, raw = "args.cni.mac", n.Args.CNI.MAC
+	}
+	if raw == "" {
+		field, raw = "CNI_ARGS MAC", argValue(cniArgs, "MAC")
+	}
+	if raw == "" {
+		return nil
+	}
+	mac, err := net.ParseMAC(raw)
+	if err != nil || len(mac) != 6 || mac[0]&1 == 1 {
+		return invalid(field, "%q is not a unicast Ethernet MAC address", raw)
+	}
+	n.MAC = mac
+	return nil
+}
+
+// argValue returns the value of key in a CNI_ARGS string (K=V;K=V).
+func argValue(cniArgs, key string) string {
+	for _, kv := range strings.Split(cniArgs, ";") {
+		k, v, ok := strings.Cut(kv, "=")
+		if ok && k == key {
+			return v
+		}
+	}
+	return ""
+}
+
+var netNameRe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`)
+
+// Validate checks every field and cross-field rule.
+func (n *Net) Validate() error {
+	if !netNameRe.MatchString(n.Name) || len(n.Name) > 100 {
+		return invalid("name", "%q is not a valid network name (letters, digits, '_', '.', '-'; at most 100)", n.Name)
+	}
+	switch n.Mode {
+	case ModeBridge:
+		if err := ValidateIfName(n.Bridge); err != nil {
+			return invalid("bridge", "%v", err)
+		}
+	case ModeRouted:
+	default:
+		return invalid("mode", "%q is not one of %q, %q", n.Mode, ModeBridge, ModeRouted)
+	}
+	if n.MTU != 0 && (n.MTU < 68 || n.MTU > 65535) {
+		return invalid("mtu", "%d is outside 68..65535", n.MTU)
+	}
+	if n.IPAM.Type == "" {
+		return invalid("ipam.type", "is required")
+	}
+	if err := ValidateIfName(n.IPAM.Type); err != nil || strings.ContainsAny(n.IPAM.Type, "./") {
+		return invalid("ipam.type", "%q is not a plugin name", n.IPAM.Type)
+	}
+	if _, ok := logLevels[n.LogLevel]; !ok {
+		return invalid("logLevel", "%q is not one of debug, info, warn, error", n.LogLevel)
+	}
+	if err := n.validatePorts(); err != nil {
+		return err
+	}
+	return n.validateIPs()
+}
+
+var logLevels = map[string]struct{}{"": {}, "debug": {}, "info": {}, "warn": {}, "error": {}}
+
+func (n *Net) validatePorts() error {
+	for i, pm := range n.RuntimeConfig.PortMappings {
+		field := fmt.Sprintf("runtimeConfig.portMappings[%d]", i)
+		if pm.HostPort < 1 || pm.HostPort > 65535 {
+			return invalid(field+".hostPort", "%d is outside 1..65535", pm.HostPort)
+		}
+		if pm.ContainerPort < 1 || pm.ContainerPort > 65535 {
+			return invalid(field+".containerPort", "%d is outside 1..65535", pm.ContainerPort)
+		}
+		switch strings.ToLower(pm.Protocol) {
+		case "", "tcp", "udp", "sctp":
+		default:
+			return invalid(field+".protocol", "%q is not tcp, udp or sctp", pm.Protocol)
+		}
+		if pm.HostIP != "" && net.ParseIP(pm.HostIP) == nil {
+			return invalid(field+".hostIP", "%q is not an IP address", pm.HostIP)
+		}
+	}
+	return nil
+}
+
+func (n *Net) validateIPs() error {
+	ips := n.RuntimeConfig.IPs
+	field := "runtimeConfig.ips"
+	if len(ips) == 0 && n.Args != nil {
+		ips, field = n.Args.CNI.IPs, "args.cni.ips"
+	}
+	for _, s := range ips {
+		if net.ParseIP(s) == nil {
+			if _, _, err := net.ParseCIDR(s); err != nil {
+				return invalid(field, "%q is not an IP address", s)
+			}
+		}
+	}
+	return nil
+}
+
+// ValidateIfName applies the kernel's rules for interface names.
+func ValidateIfName(name string) error {
+	if name == "" || len(name) > 15 {
+		return fmt.Errorf("interface name %q must have 1 to 15 characters", name)
+	}
+	if name == "." || name == ".." {
+		return fmt.Errorf("interface name %q is reserved", name)
+	}
+	for _, r := range name {
+		if r == '/' || r == ':' || r <= ' ' || r == 0x7f {
+			return fmt.Errorf("interface name %q contains %q", name, r)
+		}
+	}
+	return nil
+}
+
+func invalid(field, format string, a ...any) error {
+	return types.NewError(types.ErrInvalidNetworkConfig, field+": "+fmt.Sprintf(format, a...), "")
+}

@@ -1,0 +1,162 @@
+// Package link builds and inspects the kernel objects of one attachment:
+// the bridge, the veth pair, addresses, routes and per-device sysctls.
+package link
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// BridgeSpec describes the bridge a network needs.
+type BridgeSpec struct {
+	Name     string
+	MTU      int
+	Gateways []*net.IPNet // gateway address with the subnet's prefix
+}
+
+// EnsureBridge creates the bridge or adopts an existing one, brings it up
+// and gives it the gateway addresses. Safe against concurrent callers.
+func EnsureBridge(s BridgeSpec) (*netlink.Bridge, error) {
+	br, err := bridgeByName(s.Name)
+	if err != nil {
+		return nil, err
+	}
+	if br == nil {
+		if br, err = createBridge(s); err != nil {
+			return nil, err
+		}
+	}
+	if br.Flags&net.FlagUp == 0 {
+		if err := netlink.LinkSetUp(br); err != nil {
+			return nil, fmt.Errorf("set bridge %q up: %w", s.Name, err)
+		}
+	}
+	if err := ensureGateways(br, s.Gateways); err != nil {
+		return nil, err
+	}
+	if hasV6(s.Gateways) {
+		// A bridge that learns routes from RAs sent by containers is a hole.
+		if err := setSysctl("net/ipv6/conf/"+s.Name+"/accept_ra", "0"); err != nil {
+			return nil, fmt.Errorf("bridge %q accept_ra: %w", s.Name, err)
+		}
+	}
+	return br, nil
+}
+
+// bridgeByName returns nil, nil when no link has the name.
+func bridgeByName(name string) (*netlink.Bridge, error) {
+	l, err := netlink.LinkByName(name)
+	var notFound netlink.LinkNotFoundError
+	if errors.As(err, &notFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up bridge %q: %w", name, err)
+	}
+	br, ok := l.(*netlink.Bridge)
+	if !ok {
+		return nil, types.NewError(types.ErrInvalidNetworkConfig,
+			fmt.Sprintf("bridge: link %q exists and is a %s, not a bridge", name, l.Type()), "")
+	}
+	return br, nil
+}
+
+func createBridge(s BridgeSpec) (*netlink.Bridge, error) {
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name = s.Name
+	attrs.MTU = s.MTU
+	attrs.Flags = net.FlagUp
+	// A fixed MAC stops the bridge from taking its lowest port's address,
+	// which would change every time that container goes away.
+	attrs.HardwareAddr = bridgeMAC(s.Name)
+	br := &netlink.Bridge{LinkAttrs: attrs}
+	err := netlink.LinkAdd(br)
+	if err != nil && !errors.Is(err, unix.EEXIST) {
+		return nil, fmt.Errorf("create bridge %q: %w", s.Name, err)
+	}
+	// Reload: on EEXIST another ADD won the race, and either way we want
+	// the kernel's view (index, flags).
+	got, err := bridgeByName(s.Name)
+	if err == nil && got == nil {
+		err = fmt.Errorf("bridge %q vanished after creation", s.Name)
+	}
+	return got, err
+}
+
+func bridgeMAC(name string) net.HardwareAddr {
+	sum := sha256.Sum256([]byte("nswire-bridge/" + name))
+	mac := net.HardwareAddr(sum[:6])
+	mac[0] = (mac[0] | 0x02) &^ 0x01 // locally administered, unicast
+	return mac
+}
+
+func ensureGateways(br *netlink.Bridge, gws []*net.IPNet) error {
+	if len(gws) == 0 {
+		return nil
+	}
+	have, err := netlink.AddrList(br, netlink.FAMILY_ALL)
+	if err != nil {
+		return fmt.Errorf("list addresses of bridge %q: %w", br.Name, err)
+	}
+	for _, gw := range gws {
+		present, err := gatewayPresent(br.Name, have, gw)
+		if err != nil {
+			return err
+		}
+		if present {
+			continue
+		}
+		if err := addAddr(netlink.AddrAdd, br, gw); err != nil {
+			return fmt.Errorf("add gateway %s to bridge %q: %w", gw, br.Name, err)
+		}
+	}
+	return nil
+}
+
+// gatewayPresent reports whether the bridge already holds gw, and fails when
+// it holds a different address of an overlapping subnet: two networks
+// fighting over one bridge would route each other's traffic.
+func gatewayPresent(bridge string, have []netlink.Addr, gw *net.IPNet) (bool, error) {
+	for _, a := range have {
+		if a.IP.Equal(gw.IP) && a.Mask.String() == gw.Mask.String() {
+			return true, nil
+		}
+		if a.IP.IsLinkLocalUnicast() || (a.IP.To4() == nil) != (gw.IP.To4() == nil) {
+			continue
+		}
+		if a.Contains(gw.IP) || gw.Contains(a.IP) {
+			return false, types.NewError(types.ErrInvalidNetworkConfig,
+				fmt.Sprintf("bridge: %q already holds %s, which conflicts with gateway %s", bridge, a.IPNet, gw), "")
+		}
+	}
+	return false, nil
+}
+
+// addAddr adds an address usable at once: IPv6 addresses skip DAD, which
+// would otherwise leave them tentative for a second or two.
+func addAddr(add func(netlink.Link, *netlink.Addr) error, l netlink.Link, ipn *net.IPNet) error {
+	a := &netlink.Addr{IPNet: ipn}
+	if ipn.IP.To4() == nil {
+		a.Flags = unix.IFA_F_NODAD
+	}
+	err := add(l, a)
+	if errors.Is(err, unix.EEXIST) {
+		return nil
+	}
+	return err
+}
+
+func hasV6(nets []*net.IPNet) bool {
+	for _, n := range nets {
+		if n.IP.To4() == nil {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,106 @@
+package link
+
+import (
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/nswire/nswire/pkg/netns"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// ContainerSpec is what the container end needs once it exists.
+type ContainerSpec struct {
+	IfName string
+	Addrs  []*net.IPNet
+	Routes []*types.Route // GW filled in
+	// OnLink are gateways that are not inside any of Addrs' subnets
+	// (routed mode): they get a scope-link host route first.
+	OnLink []net.IP
+}
+
+// loopbackIndex is the same in every namespace: lo is always created first.
+const loopbackIndex = 1
+
+// ConfigureContainer brings lo and the container end up with addresses and
+// routes. The kernel announces the new MAC itself (arp_notify,
+// ndisc_notify) when the link comes up, so peers learn it at once.
+func ConfigureContainer(n *netns.NS, s ContainerSpec) (netlink.Link, error) {
+	h := n.Handle()
+	if err := h.LinkSetUp(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: loopbackIndex}}); err != nil {
+		return nil, fmt.Errorf("set lo up: %w", err)
+	}
+	l, err := h.LinkByName(s.IfName)
+	if err != nil {
+		return nil, fmt.Errorf("look up %q in container: %w", s.IfName, err)
+	}
+	if err := n.Do(func() error { return containerSysctls(s.IfName, hasV6(s.Addrs)) }); err != nil {
+		return nil, fmt.Errorf("sysctls of %q: %w", s.IfName, err)
+	}
+	for _, a := range s.Addrs {
+		if err := addAddr(h.AddrAdd, l, a); err != nil {
+			return nil, fmt.Errorf("add %s to %q: %w", a, s.IfName, err)
+		}
+	}
+	if err := h.LinkSetUp(l); err != nil {
+		return nil, fmt.Errorf("set %q up: %w", s.IfName, err)
+	}
+	if err := addRoutes(h, l.Attrs().Index, s); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+func containerSysctls(ifName string, v6 bool) error {
+	if err := setSysctl("net/ipv4/conf/"+ifName+"/arp_notify", "1"); err != nil {
+		return err
+	}
+	if !v6 {
+		return nil
+	}
+	// accept_dad=0 keeps even the link-local address out of the tentative
+	// state, so nothing waits on DAD.
+	for key, val := range map[string]string{"accept_dad": "0", "ndisc_notify": "1"} {
+		if err := setSysctl("net/ipv6/conf/"+ifName+"/"+key, val); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func addRoutes(h *netlink.Handle, index int, s ContainerSpec) error {
+	for _, gw := range s.OnLink {
+		r := &netlink.Route{LinkIndex: index, Dst: hostNet(gw), Scope: netlink.SCOPE_LINK}
+		if err := routeAdd(h.RouteAdd, r); err != nil {
+			return fmt.Errorf("add on-link route to %s: %w", gw, err)
+		}
+	}
+	for _, rt := range s.Routes {
+		r := &netlink.Route{LinkIndex: index, Dst: &rt.Dst, Gw: rt.GW, Priority: rt.Priority}
+		if rt.MTU > 0 {
+			r.MTU = rt.MTU
+		}
+		if err := routeAdd(h.RouteAdd, r); err != nil {
+			return fmt.Errorf("add route %s via %s: %w", rt.Dst.String(), rt.GW, err)
+		}
+	}
+	return nil
+}
+
+func routeAdd(add func(*netlink.Route) error, r *netlink.Route) error {
+	err := add(r)
+	if errors.Is(err, unix.EEXIST) {
+		return nil
+	}
+	return err
+}
+
+// hostNet is ip/32 or ip/128.
+func hostNet(ip net.IP) *net.IPNet {
+	if v4 := ip.To4(); v4 != nil {
+		return &net.IPNet{IP: v4, Mask: net.CIDRMask(32, 32)}
+	}
+	return &net.IPNet{IP: ip, Mask: net.CIDRMask(128, 128)}
+}

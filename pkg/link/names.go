@@ -1,0 +1,39 @@
+package link
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+)
+
+// HostVethPrefix starts the name of every host-side veth nswire creates.
+const HostVethPrefix = "nsw"
+
+// HostVethName derives the host end's name from the attachment identity, so
+// DEL and GC find it without state. 12 hex digits keep collisions out of
+// reach (2^48) within the kernel's 15-character limit.
+func HostVethName(network, containerID, ifName string) string {
+	sum := sha256.Sum256([]byte(network + "\x00" + containerID + "\x00" + ifName))
+	return HostVethPrefix + hex.EncodeToString(sum[:6])
+}
+
+// aliasPrefix marks links nswire owns; DEL and GC touch nothing without it.
+const aliasPrefix = "nswire/"
+
+// Alias is the marker stored as the host veth's ifalias.
+func Alias(network, containerID, ifName string) string {
+	return aliasPrefix + network + "/" + containerID + "/" + ifName
+}
+
+// ParseAlias splits an nswire marker; ok is false for links nswire does not own.
+func ParseAlias(alias string) (network, containerID, ifName string, ok bool) {
+	rest, found := strings.CutPrefix(alias, aliasPrefix)
+	if !found {
+		return "", "", "", false
+	}
+	parts := strings.Split(rest, "/")
+	if len(parts) != 3 {
+		return "", "", "", false
+	}
+	return parts[0], parts[1], parts[2], true
+}

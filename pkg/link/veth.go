@@ -1,0 +1,110 @@
+package link
+
+import (
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
+)
+
+// VethSpec describes one veth pair: the host end stays in the caller's
+// namespace, the peer is born inside the container's.
+type VethSpec struct {
+	HostName    string
+	Alias       string
+	PeerName    string
+	PeerNetNSFd int
+	PeerMAC     net.HardwareAddr // nil: kernel's choice
+	MTU         int
+	MasterIndex int // bridge index; 0 in routed mode
+}
+
+// ErrPeerExists reports that the container already has an interface of the
+// requested name.
+var ErrPeerExists = errors.New("interface already exists in the container")
+
+// CreateVeth creates the pair in one RTM_NEWLINK: host end up and enslaved,
+// peer created directly in the netns. Creating then moving the peer costs a
+// second netns change notification per container.
+func CreateVeth(s VethSpec) (netlink.Link, error) {
+	if err := newVeth(s); err != nil {
+		return nil, err
+	}
+	host, err := netlink.LinkByName(s.HostName)
+	if err != nil {
+		return nil, fmt.Errorf("look up new veth %q: %w", s.HostName, err)
+	}
+	// The kernel ignores IFLA_IFALIAS in RTM_NEWLINK, hence the second call.
+	if err := netlink.LinkSetAlias(host, s.Alias); err != nil {
+		_ = netlink.LinkDel(host)
+		return nil, fmt.Errorf("mark veth %q: %w", s.HostName, err)
+	}
+	return host, nil
+}
+
+func newVeth(s VethSpec) error {
+	req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, unix.NLM_F_CREATE|unix.NLM_F_EXCL|unix.NLM_F_ACK)
+	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
+	msg.Flags, msg.Change = unix.IFF_UP, unix.IFF_UP
+	req.AddData(msg)
+	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(s.HostName)))
+	if s.MTU > 0 {
+		req.AddData(nl.NewRtAttr(unix.IFLA_MTU, nl.Uint32Attr(uint32(s.MTU))))
+	}
+	if s.MasterIndex > 0 {
+		req.AddData(nl.NewRtAttr(unix.IFLA_MASTER, nl.Uint32Attr(uint32(s.MasterIndex))))
+	}
+	info := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
+	info.AddRtAttr(nl.IFLA_INFO_KIND, nl.NonZeroTerminated("veth"))
+	data := info.AddRtAttr(nl.IFLA_INFO_DATA, nil)
+	peer := data.AddRtAttr(nl.VETH_INFO_PEER, nl.NewIfInfomsg(unix.AF_UNSPEC).Serialize())
+	peer.AddRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(s.PeerName))
+	if s.MTU > 0 {
+		peer.AddRtAttr(unix.IFLA_MTU, nl.Uint32Attr(uint32(s.MTU)))
+	}
+	if s.PeerMAC != nil {
+		peer.AddRtAttr(unix.IFLA_ADDRESS, []byte(s.PeerMAC))
+	}
+	peer.AddRtAttr(unix.IFLA_NET_NS_FD, nl.Uint32Attr(uint32(s.PeerNetNSFd)))
+	req.AddData(info)
+	_, err := req.Execute(unix.NETLINK_ROUTE, 0)
+	if err != nil {
+		return fmt.Errorf("create veth %q (peer %q): %w", s.HostName, s.PeerName, err)
+	}
+	return nil
+}
+
+// OwnedLink returns the host link named name if it carries alias; nil, nil
+// when there is no such link. A link of that name without the marker is
+// somebody else's and yields an error, so nswire never deletes it.
+func OwnedLink(name, alias string) (netlink.Link, error) {
+	l, err := netlink.LinkByName(name)
+	var notFound netlink.LinkNotFoundError
+	if errors.As(err, &notFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up %q: %w", name, err)
+	}
+	if l.Attrs().Alias != alias {
+		return nil, fmt.Errorf("link %q is not nswire's (alias %q)", name, l.Attrs().Alias)
+	}
+	return l, nil
+}
+
+// DeleteOwned removes the host veth (and with it the container end) when
+// it is this attachment's; absent is success.
+func DeleteOwned(name, alias string) error {
+	l, err := OwnedLink(name, alias)
+	if err != nil || l == nil {
+		return err
+	}
+	err = netlink.LinkDel(l)
+	if errors.Is(err, unix.ENODEV) {
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,143 @@
+// Package plugin holds nswire's verb handlers, callable in-process (tests,
+// profiling) and from the plugin binary through skel.
+package plugin
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/nswire/nswire/pkg/config"
+	"github.com/nswire/nswire/pkg/link"
+	"github.com/nswire/nswire/pkg/netns"
+)
+
+// Funcs is the skel dispatch table of the nswire binary.
+func Funcs() skel.CNIFuncs {
+	return skel.CNIFuncs{Add: Add, Del: Del, Check: Check, GC: GC, Status: Status}
+}
+
+// Add wires one container: IPAM, bridge, veth, container side, and prints
+// the result. Any failure undoes what this call made.
+func Add(args *skel.CmdArgs) (err error) {
+	t := newTrace("ADD", args)
+	var undo rollback
+	defer func() {
+		var undoErrs []error
+		if err != nil {
+			undoErrs = undo.run()
+		}
+		t.finish(err, undoErrs)
+	}()
+	n, err := config.Load(args.StdinData, args.Args)
+	if err != nil {
+		return err
+	}
+	t.configure(n)
+	cns, err := netns.Open(args.Netns)
+	if err != nil {
+		return err
+	}
+	defer cns.Close()
+	if err := refuseExisting(cns, args.IfName); err != nil {
+		return err
+	}
+	t.step("netns")
+	ipam := newIPAM(n, args)
+	res, err := ipam.add()
+	if err != nil {
+		return err
+	}
+	undo.push(ipam.del)
+	t.step("ipam")
+	p, err := newPlan(n, args, res)
+	if err != nil {
+		return err
+	}
+	if err := wire(n, args, cns, p, res, &undo, t); err != nil {
+		return err
+	}
+	return types.PrintResult(res, n.CNIVersion)
+}
+
+// wire makes the kernel objects of the plan and fills res.Interfaces.
+func wire(n *config.Net, args *skel.CmdArgs, cns *netns.NS, p *plan, res *current.Result, undo *rollback, t *trace) error {
+	if err := link.EnableForwarding(p.v4, p.v6); err != nil {
+		return fmt.Errorf("enable forwarding: %w", err)
+	}
+	var br *netlink.Bridge
+	if n.Bridged() {
+		var err error
+		if br, err = link.EnsureBridge(link.BridgeSpec{Name: n.Bridge, MTU: p.mtu, Gateways: p.bridgeGWs}); err != nil {
+			return err
+		}
+		t.step("bridge")
+	}
+	host, err := createVeth(n, args, cns, p, br)
+	if err != nil {
+		return err
+	}
+	undo.push(func() error { return link.DeleteOwned(p.hostName, p.alias) })
+	t.step("veth")
+	if !n.Bridged() {
+		if err := link.ConfigureRoutedHost(host, p.hostGWs, p.addrs); err != nil {
+			return err
+		}
+	} else if n.HairpinMode {
+		if err := netlink.LinkSetHairpin(host, true); err != nil {
+			return fmt.Errorf("hairpin on %q: %w", p.hostName, err)
+		}
+	}
+	cl, err := link.ConfigureContainer(cns, link.ContainerSpec{IfName: args.IfName, Addrs: p.addrs, Routes: p.routes, OnLink: p.onLink})
+	if err != nil {
+		return err
+	}
+	t.step("container")
+	res.Interfaces, res.DNS = interfaces(br, host, cl, cns.Path), dns(n, res.DNS)
+	setInterfaceIndex(res)
+	return nil
+}
+
+func createVeth(n *config.Net, args *skel.CmdArgs, cns *netns.NS, p *plan, br *netlink.Bridge) (netlink.Link, error) {
+	spec := link.VethSpec{
+		HostName: p.hostName, Alias: p.alias, PeerName: args.IfName,
+		PeerNetNSFd: cns.Fd(), PeerMAC: n.MAC, MTU: p.mtu,
+	}
+	if br != nil {
+		spec.MasterIndex = br.Index
+	}
+	host, err := link.CreateVeth(spec)
+	if err == nil || !errors.Is(err, unix.EEXIST) {
+		return host, err
+	}
+	if err := refuseExisting(cns, args.IfName); err != nil {
+		return nil, err
+	}
+	// The host end outlived an earlier attachment with this identity (the
+	// runtime lost its DEL): it is ours, so replace it once.
+	if err := link.DeleteOwned(p.hostName, p.alias); err != nil {
+		return nil, types.NewError(types.ErrInvalidEnvironmentVariables,
+			fmt.Sprintf("host interface %s exists and cannot be replaced", p.hostName), err.Error())
+	}
+	return link.CreateVeth(spec)
+}
+
+// refuseExisting fails when the container already has ifName, as the spec
+// requires.
+func refuseExisting(cns *netns.NS, ifName string) error {
+	_, err := cns.Handle().LinkByName(ifName)
+	if err == nil {
+		return types.NewError(types.ErrInvalidEnvironmentVariables,
+			fmt.Sprintf("CNI_IFNAME %q already exists in %s", ifName, cns.Path), "")
+	}
+	var notFound netlink.LinkNotFoundError
+	if errors.As(err, &notFound) {
+		return nil
+	}
+	return fmt.Errorf("look up %q in container: %w", ifName, err)
+}

@@ -1,0 +1,113 @@
+package plugin
+
+import (
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/nswire/nswire/pkg/config"
+	"github.com/nswire/nswire/pkg/link"
+	"github.com/nswire/nswire/pkg/netns"
+)
+
+// ErrCheckFailed is nswire's code for "CHECK found the attachment differs
+// from what ADD made" (100+ are plugin-specific).
+const ErrCheckFailed uint = 100
+
+// Check compares the kernel with the prevResult ADD returned: IPAM
+// reservation, bridge, host end, container end, addresses and routes.
+func Check(args *skel.CmdArgs) (err error) {
+	t := newTrace("CHECK", args)
+	defer func() { t.finish(err, nil) }()
+	n, err := config.Load(args.StdinData, args.Args)
+	if err != nil {
+		return err
+	}
+	t.configure(n)
+	if n.PrevResult == nil {
+		return types.NewError(types.ErrInvalidNetworkConfig, "prevResult: required by CHECK", "")
+	}
+	res, err := current.NewResultFromResult(n.PrevResult)
+	if err != nil {
+		return types.NewError(types.ErrDecodingFailure, "prevResult: cannot convert", err.Error())
+	}
+	if err := newIPAM(n, args).check(); err != nil {
+		return err
+	}
+	t.step("ipam")
+	if err := checkKernel(n, args, res); err != nil {
+		var tErr *types.Error
+		if errors.As(err, &tErr) {
+			return err
+		}
+		return types.NewError(ErrCheckFailed, err.Error(), "")
+	}
+	t.step("kernel")
+	return nil
+}
+
+func checkKernel(n *config.Net, args *skel.CmdArgs, res *current.Result) error {
+	cns, err := netns.Open(args.Netns)
+	if err != nil {
+		return err
+	}
+	defer cns.Close()
+	e, err := expectation(n, args, res)
+	if err != nil {
+		return err
+	}
+	hostName, alias := identity(n, args)
+	master := 0
+	var routed []*net.IPNet
+	if n.Bridged() {
+		br, err := link.CheckBridge(n.Bridge, bridgeGateways(res))
+		if err != nil {
+			return err
+		}
+		master = br.Index
+	} else {
+		routed = e.Addrs
+	}
+	if err := link.CheckHostEnd(hostName, alias, master, routed); err != nil {
+		return err
+	}
+	return link.CheckContainer(cns, e)
+}
+
+// expectation reads the container end's expected state from the result.
+func expectation(n *config.Net, args *skel.CmdArgs, res *current.Result) (link.Expect, error) {
+	e := link.Expect{IfName: args.IfName, MTU: n.MTU, Routes: res.Routes}
+	idx := -1
+	for i, ifc := range res.Interfaces {
+		if ifc.Name == args.IfName && ifc.Sandbox != "" {
+			idx, e.MAC = i, ifc.Mac
+			if ifc.Mtu != 0 {
+				e.MTU = ifc.Mtu
+			}
+		}
+	}
+	if idx < 0 {
+		return e, fmt.Errorf("prevResult has no interface %q in a sandbox", args.IfName)
+	}
+	for _, ipc := range res.IPs {
+		if ipc.Interface == nil || *ipc.Interface == idx {
+			addr := ipc.Address
+			e.Addrs = append(e.Addrs, &addr)
+		}
+	}
+	return e, nil
+}
+
+func bridgeGateways(res *current.Result) []*net.IPNet {
+	var gws []*net.IPNet
+	for _, ipc := range res.IPs {
+		if ipc.Gateway != nil {
+			gws = append(gws, &net.IPNet{IP: ipc.Gateway, Mask: ipc.Address.Mask})
+		}
+	}
+	return gws
+}

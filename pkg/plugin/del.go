@@ -1,0 +1,31 @@
+package plugin
+
+import (
+	"errors"
+
+	"github.com/containernetworking/cni/pkg/skel"
+
+	"github.com/nswire/nswire/pkg/config"
+	"github.com/nswire/nswire/pkg/link"
+)
+
+// Del removes every host-side trace of the attachment. It needs neither the
+// netns nor a prevResult: names derive from the identity. Each step runs
+// whatever the others did; only real failures are reported.
+func Del(args *skel.CmdArgs) (err error) {
+	t := newTrace("DEL", args)
+	defer func() { t.finish(err, nil) }()
+	n, err := config.Load(args.StdinData, args.Args)
+	if err != nil {
+		return err
+	}
+	t.configure(n)
+	hostName, alias := identity(n, args)
+	// The host end goes first so the address is unreachable before IPAM
+	// may hand it out again.
+	linkErr := link.DeleteOwned(hostName, alias)
+	t.step("veth")
+	ipamErr := newIPAM(n, args).del()
+	t.step("ipam")
+	return errors.Join(linkErr, ipamErr)
+}

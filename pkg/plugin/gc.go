@@ -1,0 +1,52 @@
+package plugin
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/vishvananda/netlink"
+
+	"github.com/nswire/nswire/pkg/config"
+	"github.com/nswire/nswire/pkg/link"
+)
+
+// GC removes host veths of this network whose attachment is not in
+// cni.dev/valid-attachments, then lets IPAM do the same. Links without
+// nswire's marker, or of other networks, are never touched.
+func GC(args *skel.CmdArgs) (err error) {
+	t := newTrace("GC", args)
+	defer func() { t.finish(err, nil) }()
+	n, err := config.Load(args.StdinData, args.Args)
+	if err != nil {
+		return err
+	}
+	t.configure(n)
+	valid := map[string]bool{}
+	for _, a := range n.ValidAttachments {
+		valid[a.ContainerID+"/"+a.IfName] = true
+	}
+	linkErr := gcLinks(n.Name, valid)
+	t.step("links")
+	ipamErr := newIPAM(n, args).gc()
+	t.step("ipam")
+	return errors.Join(linkErr, ipamErr)
+}
+
+func gcLinks(network string, valid map[string]bool) error {
+	links, err := netlink.LinkList()
+	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+		return fmt.Errorf("list links: %w", err)
+	}
+	var errs []error
+	for _, l := range links {
+		net, cid, ifName, ok := link.ParseAlias(l.Attrs().Alias)
+		if !ok || net != network || valid[cid+"/"+ifName] {
+			continue
+		}
+		if err := link.DeleteOwned(l.Attrs().Name, l.Attrs().Alias); err != nil {
+			errs = append(errs, fmt.Errorf("gc %s: %w", l.Attrs().Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,167 @@
+package plugin
+
+import (
+	"fmt"
+	"net"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/vishvananda/netlink"
+
+	"github.com/nswire/nswire/pkg/config"
+	"github.com/nswire/nswire/pkg/link"
+)
+
+// routedGatewayV4 is what the host end answers as in routed mode when IPAM
+// names no gateway (Calico's choice).
+var routedGatewayV4 = net.ParseIP("169.254.1.1").To4()
+
+// plan is everything ADD will program, derived from config and IPAM before
+// the first kernel change, so that CHECK can derive the same thing.
+type plan struct {
+	hostName, alias string
+	mtu             int
+	addrs           []*net.IPNet // container addresses as configured
+	bridgeGWs       []*net.IPNet // bridge mode: gateway with the subnet prefix
+	hostGWs         []net.IP     // routed mode: addresses of the host end
+	onLink          []net.IP
+	routes          []*types.Route
+	v4, v6          bool
+}
+
+func identity(n *config.Net, args *skel.CmdArgs) (hostName, alias string) {
+	return link.HostVethName(n.Name, args.ContainerID, args.IfName),
+		link.Alias(n.Name, args.ContainerID, args.IfName)
+}
+
+// newPlan fills in gateways and routes around IPAM's answer. It also
+// rewrites res (gateways, routes) into what the result will report.
+func newPlan(n *config.Net, args *skel.CmdArgs, res *current.Result) (*plan, error) {
+	p := &plan{mtu: n.MTU}
+	p.hostName, p.alias = identity(n, args)
+	if p.mtu == 0 {
+		p.mtu = defaultMTU()
+	}
+	for _, ipc := range res.IPs {
+		if err := p.addIP(n, ipc); err != nil {
+			return nil, err
+		}
+	}
+	p.routes = fillRoutes(n, res)
+	res.Routes = p.routes
+	return p, nil
+}
+
+func (p *plan) addIP(n *config.Net, ipc *current.IPConfig) error {
+	v4 := ipc.Address.IP.To4() != nil
+	p.v4, p.v6 = p.v4 || v4, p.v6 || !v4
+	addr := ipc.Address
+	if !n.Bridged() {
+		addr = net.IPNet{IP: ipc.Address.IP, Mask: fullMask(v4)}
+		ipc.Address = addr
+		ipc.Gateway = routedGateway(ipc.Gateway, v4)
+		p.hostGWs = append(p.hostGWs, ipc.Gateway)
+		if v4 {
+			p.onLink = append(p.onLink, ipc.Gateway)
+		}
+		p.addrs = append(p.addrs, &addr)
+		return nil
+	}
+	if ipc.Gateway == nil {
+		ipc.Gateway = nextIP(ipc.Address.IP.Mask(ipc.Address.Mask))
+	}
+	if ipc.Gateway.Equal(ipc.Address.IP) || !ipc.Address.Contains(ipc.Gateway) {
+		return types.NewError(types.ErrInvalidNetworkConfig,
+			fmt.Sprintf("ipam: gateway %s is not a usable gateway for %s", ipc.Gateway, ipc.Address.String()), "")
+	}
+	p.bridgeGWs = append(p.bridgeGWs, &net.IPNet{IP: ipc.Gateway, Mask: ipc.Address.Mask})
+	p.addrs = append(p.addrs, &addr)
+	return nil
+}
+
+func routedGateway(ipamGW net.IP, v4 bool) net.IP {
+	if !v4 {
+		return link.RoutedGatewayV6
+	}
+	if ipamGW != nil {
+		return ipamGW
+	}
+	return routedGatewayV4
+}
+
+func fullMask(v4 bool) net.IPMask {
+	if v4 {
+		return net.CIDRMask(32, 32)
+	}
+	return net.CIDRMask(128, 128)
+}
+
+// fillRoutes gives gateway-less IPAM routes the family's gateway and adds a
+// default route per family unless the network is internal.
+func fillRoutes(n *config.Net, res *current.Result) []*types.Route {
+	gw := map[bool]net.IP{}
+	for _, ipc := range res.IPs {
+		v4 := ipc.Address.IP.To4() != nil
+		if gw[v4] == nil {
+			gw[v4] = ipc.Gateway
+		}
+	}
+	var routes []*types.Route
+	hasDefault := map[bool]bool{}
+	for _, r := range res.Routes {
+		v4 := r.Dst.IP.To4() != nil
+		ones, _ := r.Dst.Mask.Size()
+		if ones == 0 {
+			if n.Internal {
+				continue
+			}
+			hasDefault[v4] = true
+		}
+		rt := *r
+		if rt.GW == nil {
+			rt.GW = gw[v4]
+		}
+		routes = append(routes, &rt)
+	}
+	for _, v4 := range []bool{true, false} {
+		if gw[v4] != nil && !hasDefault[v4] && !n.Internal {
+			routes = append(routes, &types.Route{Dst: net.IPNet{IP: zeroIP(v4), Mask: net.CIDRMask(0, len(zeroIP(v4))*8)}, GW: gw[v4]})
+		}
+	}
+	return routes
+}
+
+func zeroIP(v4 bool) net.IP {
+	if v4 {
+		return net.IPv4zero.To4()
+	}
+	return net.IPv6zero
+}
+
+// defaultMTU is the MTU of the interface the host's default route uses, so
+// containers do not fragment or black-hole behind a tunnel or jumbo uplink.
+// RouteGet is a FIB lookup: no packet leaves.
+func defaultMTU() int {
+	routes, err := netlink.RouteGet(net.ParseIP("192.0.2.1"))
+	if err != nil || len(routes) == 0 || routes[0].LinkIndex == 0 {
+		return 1500
+	}
+	l, err := netlink.LinkByIndex(routes[0].LinkIndex)
+	if err != nil || l.Attrs().MTU < 68 {
+		return 1500
+	}
+	return l.Attrs().MTU
+}
+
+// nextIP is ip+1, the conventional gateway of a subnet.
+func nextIP(ip net.IP) net.IP {
+	next := append(net.IP(nil), ip...)
+	for i := len(next) - 1; i >= 0; i-- {
+		next[i]++
+		if next[i] != 0 {
+			break
+		}
+	}
+	return next
+}

@@ -1,0 +1,67 @@
+package plugin
+
+import (
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/skel"
+
+	"github.com/nswire/nswire/pkg/config"
+)
+
+// trace times the steps of one verb and writes one structured line when it
+// ends, so an operator can see why a pod's network failed.
+type trace struct {
+	verb    string
+	args    *skel.CmdArgs
+	network string
+	logFile string
+	level   slog.Level
+	start   time.Time
+	last    time.Time
+	steps   []any
+}
+
+func newTrace(verb string, args *skel.CmdArgs) *trace {
+	now := time.Now()
+	return &trace{verb: verb, args: args, start: now, last: now}
+}
+
+// configure takes the log settings once the config is loaded.
+func (t *trace) configure(n *config.Net) {
+	t.network, t.logFile = n.Name, n.LogFile
+	_ = t.level.UnmarshalText([]byte(n.LogLevel))
+}
+
+// step records the time since the previous step under name.
+func (t *trace) step(name string) {
+	now := time.Now()
+	t.steps = append(t.steps, slog.Duration(name, now.Sub(t.last)))
+	t.last = now
+}
+
+func (t *trace) finish(err error, undoErrs []error) {
+	if t.logFile == "" {
+		return
+	}
+	f, ferr := os.OpenFile(t.logFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if ferr != nil {
+		return
+	}
+	defer f.Close()
+	log := slog.New(slog.NewJSONHandler(f, &slog.HandlerOptions{Level: t.level}))
+	attrs := []any{
+		"containerID", t.args.ContainerID, "ifname", t.args.IfName, "netns", t.args.Netns,
+		"network", t.network, "total", time.Since(t.start), slog.Group("steps", t.steps...),
+	}
+	if err != nil {
+		attrs = append(attrs, "error", err.Error())
+		if len(undoErrs) > 0 {
+			attrs = append(attrs, "rollbackErrors", slog.Any("errs", undoErrs))
+		}
+		log.Error(t.verb+" failed", attrs...)
+		return
+	}
+	log.Info(t.verb, attrs...)
+}

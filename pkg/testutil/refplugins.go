@@ -1,0 +1,58 @@
+package testutil
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+)
+
+// RefVersion is the containernetworking/plugins release tests and
+// benchmarks compare with.
+const RefVersion = "v1.10.0"
+
+var refOnce struct {
+	sync.Once
+	dir string
+	err error
+}
+
+// RefPlugins returns a directory holding the reference plugins (bridge,
+// host-local, portmap, firewall, bandwidth, tuning), installing them with
+// `go install` on first use: $NSWIRE_REF_BIN, or a folder in the user cache.
+func RefPlugins() (string, error) {
+	refOnce.Do(func() {
+		dir := os.Getenv("NSWIRE_REF_BIN")
+		if dir == "" {
+			cache, err := os.UserCacheDir()
+			if err != nil {
+				refOnce.err = err
+				return
+			}
+			dir = filepath.Join(cache, "nswire", "ref-"+RefVersion)
+		}
+		refOnce.dir, refOnce.err = dir, installRef(dir)
+	})
+	return refOnce.dir, refOnce.err
+}
+
+func installRef(dir string) error {
+	plugins := []string{"main/bridge", "main/ptp", "ipam/host-local", "meta/portmap", "meta/firewall", "meta/bandwidth", "meta/tuning"}
+	var missing []string
+	for _, p := range plugins {
+		if _, err := os.Stat(filepath.Join(dir, filepath.Base(p))); err != nil {
+			missing = append(missing, "github.com/containernetworking/plugins/plugins/"+p+"@"+RefVersion)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	cmd := exec.Command("go", append([]string{"install"}, missing...)...)
+	cmd.Env = append(os.Environ(), "GOBIN="+dir, "GOFLAGS=-mod=mod")
+	cmd.Dir = os.TempDir() // outside this module: the reference is not our dependency
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("install reference plugins: %v\n%s", err, out)
+	}
+	return nil
+}

@@ -22,31 +22,62 @@ type BridgeSpec struct {
 
 // EnsureBridge creates the bridge or adopts an existing one, brings it up
 // and gives it the gateway addresses. Safe against concurrent callers.
-func EnsureBridge(s BridgeSpec) (*netlink.Bridge, error) {
-	br, err := bridgeByName(s.Name)
-	if err != nil {
-		return nil, err
+// created reports that this call made the bridge, even when it then fails.
+func EnsureBridge(s BridgeSpec) (br *netlink.Bridge, created bool, err error) {
+	if br, err = bridgeByName(s.Name); err != nil {
+		return nil, false, err
 	}
 	if br == nil {
-		if br, err = createBridge(s); err != nil {
-			return nil, err
+		if br, created, err = createBridge(s); err != nil {
+			return nil, created, err
 		}
+	}
+	return br, created, configureBridge(br, s)
+}
+
+func configureBridge(br *netlink.Bridge, s BridgeSpec) error {
+	// Conflicts are found before any change, so a refused ADD leaves an
+	// existing bridge exactly as it was.
+	missing, err := missingGateways(br, s.Gateways)
+	if err != nil {
+		return err
 	}
 	if br.Flags&net.FlagUp == 0 {
 		if err := netlink.LinkSetUp(br); err != nil {
-			return nil, fmt.Errorf("set bridge %q up: %w", s.Name, err)
+			return fmt.Errorf("set bridge %q up: %w", s.Name, err)
 		}
 	}
-	if err := ensureGateways(br, s.Gateways); err != nil {
-		return nil, err
+	for _, gw := range missing {
+		if err := addAddr(netlink.AddrAdd, br, gw); err != nil {
+			return fmt.Errorf("add gateway %s to bridge %q: %w", gw, br.Name, err)
+		}
 	}
 	if hasV6(s.Gateways) {
 		// A bridge that learns routes from RAs sent by containers is a hole.
 		if err := setSysctl("net/ipv6/conf/"+s.Name+"/accept_ra", "0"); err != nil {
-			return nil, fmt.Errorf("bridge %q accept_ra: %w", s.Name, err)
+			return fmt.Errorf("bridge %q accept_ra: %w", s.Name, err)
 		}
 	}
-	return br, nil
+	return nil
+}
+
+// DeleteBridgeIfUnused removes a bridge that has no ports: the undo of a
+// failed first ADD. A bridge with ports belongs to live containers.
+func DeleteBridgeIfUnused(name string) error {
+	br, err := bridgeByName(name)
+	if err != nil || br == nil {
+		return err
+	}
+	links, err := netlink.LinkList()
+	if err != nil {
+		return err
+	}
+	for _, l := range links {
+		if l.Attrs().MasterIndex == br.Index {
+			return nil
+		}
+	}
+	return netlink.LinkDel(br)
 }
 
 // bridgeByName returns nil, nil when no link has the name.
@@ -67,7 +98,7 @@ func bridgeByName(name string) (*netlink.Bridge, error) {
 	return br, nil
 }
 
-func createBridge(s BridgeSpec) (*netlink.Bridge, error) {
+func createBridge(s BridgeSpec) (*netlink.Bridge, bool, error) {
 	attrs := netlink.NewLinkAttrs()
 	attrs.Name = s.Name
 	attrs.MTU = s.MTU
@@ -78,15 +109,16 @@ func createBridge(s BridgeSpec) (*netlink.Bridge, error) {
 	br := &netlink.Bridge{LinkAttrs: attrs}
 	err := netlink.LinkAdd(br)
 	if err != nil && !errors.Is(err, unix.EEXIST) {
-		return nil, fmt.Errorf("create bridge %q: %w", s.Name, err)
+		return nil, false, fmt.Errorf("create bridge %q: %w", s.Name, err)
 	}
+	created := err == nil
 	// Reload: on EEXIST another ADD won the race, and either way we want
 	// the kernel's view (index, flags).
 	got, err := bridgeByName(s.Name)
 	if err == nil && got == nil {
 		err = fmt.Errorf("bridge %q vanished after creation", s.Name)
 	}
-	return got, err
+	return got, created, err
 }
 
 func bridgeMAC(name string) net.HardwareAddr {
@@ -96,27 +128,26 @@ func bridgeMAC(name string) net.HardwareAddr {
 	return mac
 }
 
-func ensureGateways(br *netlink.Bridge, gws []*net.IPNet) error {
+// missingGateways returns the gateways the bridge lacks.
+func missingGateways(br *netlink.Bridge, gws []*net.IPNet) ([]*net.IPNet, error) {
 	if len(gws) == 0 {
-		return nil
+		return nil, nil
 	}
 	have, err := netlink.AddrList(br, netlink.FAMILY_ALL)
 	if err != nil {
-		return fmt.Errorf("list addresses of bridge %q: %w", br.Name, err)
+		return nil, fmt.Errorf("list addresses of bridge %q: %w", br.Name, err)
 	}
+	var missing []*net.IPNet
 	for _, gw := range gws {
 		present, err := gatewayPresent(br.Name, have, gw)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if present {
-			continue
-		}
-		if err := addAddr(netlink.AddrAdd, br, gw); err != nil {
-			return fmt.Errorf("add gateway %s to bridge %q: %w", gw, br.Name, err)
+		if !present {
+			missing = append(missing, gw)
 		}
 	}
-	return nil
+	return missing, nil
 }
 
 // gatewayPresent reports whether the bridge already holds gw, and fails when

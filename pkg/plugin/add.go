@@ -72,8 +72,13 @@ func wire(n *config.Net, args *skel.CmdArgs, cns *netns.NS, p *plan, res *curren
 	}
 	var br *netlink.Bridge
 	if n.Bridged() {
+		var created bool
 		var err error
-		if br, err = link.EnsureBridge(link.BridgeSpec{Name: n.Bridge, MTU: p.mtu, Gateways: p.bridgeGWs}); err != nil {
+		br, created, err = link.EnsureBridge(link.BridgeSpec{Name: n.Bridge, MTU: p.mtu, Gateways: p.bridgeGWs})
+		if created {
+			undo.push(func() error { return link.DeleteBridgeIfUnused(n.Bridge) })
+		}
+		if err != nil {
 			return err
 		}
 		t.step("bridge")

@@ -1,6 +1,7 @@
 package testutil
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"os"
@@ -112,4 +113,19 @@ func BuildPlugins(dir string, pkgs ...string) error {
 		}
 	}
 	return nil
+}
+
+// Exec runs a plugin binary directly inside the host namespace, the way a
+// runtime would without libcni, and returns stdout and the exit error.
+func (h *Host) Exec(bin string, env []string, stdin []byte) ([]byte, error) {
+	var out []byte
+	err := lockedDo(h.NetNS, func() error {
+		cmd := exec.Command(bin)
+		cmd.Env = env
+		cmd.Stdin = bytes.NewReader(stdin)
+		var err error
+		out, err = cmd.Output()
+		return err
+	})
+	return out, err
 }

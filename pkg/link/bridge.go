@@ -68,7 +68,7 @@ func DeleteBridgeIfUnused(name string) error {
 	if err != nil || br == nil {
 		return err
 	}
-	links, err := netlink.LinkList()
+	links, err := LinkList(nil)
 	if err != nil {
 		return err
 	}
@@ -133,7 +133,7 @@ func missingGateways(br *netlink.Bridge, gws []*net.IPNet) ([]*net.IPNet, error)
 	if len(gws) == 0 {
 		return nil, nil
 	}
-	have, err := netlink.AddrList(br, netlink.FAMILY_ALL)
+	have, err := AddrList(nil, br)
 	if err != nil {
 		return nil, fmt.Errorf("list addresses of bridge %q: %w", br.Name, err)
 	}

@@ -1,7 +1,6 @@
 package link
 
 import (
-	"errors"
 	"fmt"
 	"net"
 
@@ -45,7 +44,7 @@ func CheckContainer(n *netns.NS, e Expect) error {
 }
 
 func checkAddrs(h *netlink.Handle, l netlink.Link, want []*net.IPNet) error {
-	have, err := h.AddrList(l, netlink.FAMILY_ALL)
+	have, err := AddrList(h, l)
 	if err != nil {
 		return fmt.Errorf("list addresses of %q: %w", l.Attrs().Name, err)
 	}
@@ -80,15 +79,11 @@ func checkRoutes(h *netlink.Handle, l netlink.Link, want []*types.Route) error {
 }
 
 func listRoutes(h *netlink.Handle, l netlink.Link) ([]netlink.Route, error) {
-	var err error
-	for range 5 {
-		var routes []netlink.Route
-		routes, err = h.RouteList(l, netlink.FAMILY_ALL)
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			return routes, err
-		}
+	routes, err := RouteList(h, l)
+	if err != nil {
+		return nil, fmt.Errorf("list routes of %q: %w", l.Attrs().Name, err)
 	}
-	return nil, fmt.Errorf("list routes of %q: %w", l.Attrs().Name, err)
+	return routes, nil
 }
 
 func hasRoute(have []netlink.Route, w *types.Route) bool {

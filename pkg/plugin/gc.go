@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"github.com/containernetworking/cni/pkg/skel"
-	"github.com/vishvananda/netlink"
 
 	"github.com/nswire/nswire/pkg/config"
 	"github.com/nswire/nswire/pkg/link"
@@ -34,8 +33,8 @@ func GC(args *skel.CmdArgs) (err error) {
 }
 
 func gcLinks(network string, valid map[string]bool) error {
-	links, err := netlink.LinkList()
-	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+	links, err := link.LinkList(nil)
+	if err != nil {
 		return fmt.Errorf("list links: %w", err)
 	}
 	var errs []error

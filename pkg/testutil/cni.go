@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"testing"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/invoke"
@@ -47,7 +46,7 @@ type Host struct {
 
 // NewHost creates the namespace and a libcni driver over binDirs with a
 // private result cache.
-func NewHost(t testing.TB, binDirs ...string) *Host {
+func NewHost(t T, binDirs ...string) *Host {
 	t.Helper()
 	h := &Host{NS: NewNS(t), DataDir: t.TempDir()}
 	h.CNI = libcni.NewCNIConfigWithCacheDir(binDirs, t.TempDir(), &nsExec{DefaultExec: &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}}, host: h.NetNS})
@@ -60,7 +59,7 @@ func RT(containerID string, netns *NS, ifName string) *libcni.RuntimeConf {
 }
 
 // ConfList turns one plugin config into a conflist of the given version.
-func ConfList(t testing.TB, cniVersion string, plugins ...map[string]any) *libcni.NetworkConfigList {
+func ConfList(t T, cniVersion string, plugins ...map[string]any) *libcni.NetworkConfigList {
 	t.Helper()
 	name, _ := plugins[0]["name"].(string)
 	for _, p := range plugins {
@@ -68,7 +67,7 @@ func ConfList(t testing.TB, cniVersion string, plugins ...map[string]any) *libcn
 	}
 	b, err := json.Marshal(map[string]any{"cniVersion": cniVersion, "name": name, "plugins": plugins})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v", err)
 	}
 	list, err := libcni.NetworkConfFromBytes(b)
 	if err != nil {
@@ -78,7 +77,7 @@ func ConfList(t testing.TB, cniVersion string, plugins ...map[string]any) *libcn
 }
 
 // Result converts any version's result to the current one.
-func Result(t testing.TB, r types.Result) *current.Result {
+func Result(t T, r types.Result) *current.Result {
 	t.Helper()
 	res, err := current.NewResultFromResult(r)
 	if err != nil {

@@ -9,7 +9,6 @@ import (
 	"runtime"
 	"strings"
 	"sync/atomic"
-	"testing"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
@@ -21,12 +20,12 @@ import (
 // NS is a throwaway network namespace.
 type NS struct {
 	ns.NetNS
-	t      testing.TB
+	t      T
 	handle *netlink.Handle
 }
 
 // NewNS creates a namespace with lo up, removed when the test ends.
-func NewNS(t testing.TB) *NS {
+func NewNS(t T) *NS {
 	t.Helper()
 	n, err := testutils.NewNS()
 	if err != nil {

@@ -1,0 +1,42 @@
+# nswire: run as root (tests and the demo create namespaces, links, nftables).
+GO ?= go
+BIN := bin
+PREFIX_BIN ?= /opt/cni/bin
+PREFIX_CONF ?= /etc/cni/net.d
+
+.PHONY: all build test test-short demo bench install uninstall clean deps
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ ./plugins/main/nswire ./plugins/ipam/nswire-ipam
+
+deps:
+	bash scripts/deps.sh
+
+# Every test: unit, kernel integration, race detector.
+test: deps
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+demo: deps
+	bash scripts/demo.sh
+
+bench: deps build
+	bash scripts/bench.sh
+
+install: build
+	install -d $(PREFIX_BIN) $(PREFIX_CONF)
+	install -m 0755 $(BIN)/nswire $(BIN)/nswire-ipam $(PREFIX_BIN)/
+	@if [ -e $(PREFIX_CONF)/10-nswire.conflist ]; then \
+		echo "keeping existing $(PREFIX_CONF)/10-nswire.conflist"; \
+	else install -m 0644 conf/10-nswire.conflist $(PREFIX_CONF)/; fi
+
+uninstall:
+	rm -f $(PREFIX_BIN)/nswire $(PREFIX_BIN)/nswire-ipam
+	@if cmp -s conf/10-nswire.conflist $(PREFIX_CONF)/10-nswire.conflist; then \
+		rm -f $(PREFIX_CONF)/10-nswire.conflist; \
+	else echo "keeping modified $(PREFIX_CONF)/10-nswire.conflist"; fi
+
+clean:
+	rm -rf $(BIN)

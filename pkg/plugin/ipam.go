@@ -3,6 +3,7 @@ package plugin
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
@@ -10,20 +11,34 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/nswire/nswire/pkg/config"
+	"github.com/nswire/nswire/pkg/ipam"
 )
 
-// ipamClient is the IPAM of one invocation: the delegate named by
-// ipam.type, found in CNI_PATH and given the same env and config.
+// builtinIPAM is the ipam.type served in-process, without an exec.
+const builtinIPAM = "nswire-ipam"
+
+// ipamClient is the IPAM of one invocation: nswire's own in-process, or the
+// delegate named by ipam.type, found in CNI_PATH and given the same env
+// and config.
 type ipamClient struct {
 	typ   string
 	stdin []byte
+	req   ipam.Request
 }
 
 func newIPAM(n *config.Net, args *skel.CmdArgs) ipamClient {
-	return ipamClient{typ: n.IPAM.Type, stdin: args.StdinData}
+	return ipamClient{typ: n.IPAM.Type, stdin: args.StdinData, req: ipam.Request{
+		ContainerID: args.ContainerID, IfName: args.IfName, Args: args.Args, StdinData: args.StdinData,
+	}}
 }
 
+func (c ipamClient) builtin() bool { return c.typ == builtinIPAM }
+
 func (c ipamClient) add() (*current.Result, error) {
+	if c.builtin() {
+		res, err := ipam.Add(c.req)
+		return res, ipamError("ADD", c.typ, err)
+	}
 	r, err := invoke.DelegateAdd(context.TODO(), c.typ, c.stdin, nil)
 	if err != nil {
 		return nil, ipamError("ADD", c.typ, err)
@@ -39,23 +54,35 @@ func (c ipamClient) add() (*current.Result, error) {
 }
 
 func (c ipamClient) del() error {
+	if c.builtin() {
+		return ipamError("DEL", c.typ, ipam.Del(c.req))
+	}
 	return ipamError("DEL", c.typ, invoke.DelegateDel(context.TODO(), c.typ, c.stdin, nil))
 }
 
 func (c ipamClient) check() error {
+	if c.builtin() {
+		return ipamError("CHECK", c.typ, ipam.Check(c.req))
+	}
 	return ipamError("CHECK", c.typ, invoke.DelegateCheck(context.TODO(), c.typ, c.stdin, nil))
 }
 
 func (c ipamClient) gc() error {
+	if c.builtin() {
+		return ipamError("GC", c.typ, ipam.GC(c.req))
+	}
 	return ipamError("GC", c.typ, invoke.DelegateGC(context.TODO(), c.typ, c.stdin, nil))
 }
 
 func (c ipamClient) status() error {
+	if c.builtin() {
+		return ipamError("STATUS", c.typ, ipam.Status(c.req))
+	}
 	return ipamError("STATUS", c.typ, invoke.DelegateStatus(context.TODO(), c.typ, c.stdin, nil))
 }
 
 // ipamError keeps a delegate's CNI error code and names the plugin; a
-// missing plugin is a bad environment (CNI_PATH), not an internal error.
+// plugin missing from CNI_PATH is a bad environment, not an internal error.
 func ipamError(verb, typ string, err error) error {
 	if err == nil {
 		return nil
@@ -63,5 +90,9 @@ func ipamError(verb, typ string, err error) error {
 	if e, ok := err.(*types.Error); ok {
 		return types.NewError(e.Code, fmt.Sprintf("ipam %q %s: %s", typ, verb, e.Msg), e.Details)
 	}
-	return types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("ipam %q %s: %v", typ, verb, err), "")
+	code := uint(types.ErrInternal)
+	if strings.Contains(err.Error(), "failed to find plugin") {
+		code = types.ErrInvalidEnvironmentVariables
+	}
+	return types.NewError(code, fmt.Sprintf("ipam %q %s: %v", typ, verb, err), "")
 }

@@ -26,38 +26,41 @@ func TestLifecycleEveryVersion(t *testing.T) {
 	}
 	for _, v := range testutil.Versions {
 		for stack, subnets := range stacks {
-			t.Run(v+"/"+stack, func(t *testing.T) {
-				t.Parallel()
-				f := newFixture(t)
-				list := f.list(v, map[string]any{"mtu": 1400}, subnets...)
-				a, b := f.add(list, "a"), f.add(list, "b")
-				f.assertWired(a, 1400)
-				f.assertWired(b, 1400)
-				for _, v4 := range []bool{true, false} {
-					if a.ip(v4) == nil {
-						continue
+			for _, ipamType := range ipamTypes {
+				t.Run(v+"/"+stack+"/"+ipamType, func(t *testing.T) {
+					t.Parallel()
+					f := newFixture(t)
+					f.ipam = ipamType
+					list := f.list(v, map[string]any{"mtu": 1400}, subnets...)
+					a, b := f.add(list, "a"), f.add(list, "b")
+					f.assertWired(a, 1400)
+					f.assertWired(b, 1400)
+					for _, v4 := range []bool{true, false} {
+						if a.ip(v4) == nil {
+							continue
+						}
+						if err := testutil.Connect(a.ns, b.ns, b.ip(v4)); err != nil {
+							t.Errorf("a -> b %s: %v", b.ip(v4), err)
+						}
+						if err := testutil.Connect(b.ns, f.host.NS, a.gateway(v4)); err != nil {
+							t.Errorf("b -> gateway %s: %v", a.gateway(v4), err)
+						}
 					}
-					if err := testutil.Connect(a.ns, b.ns, b.ip(v4)); err != nil {
-						t.Errorf("a -> b %s: %v", b.ip(v4), err)
+					if testutil.Supports(v, "CHECK") {
+						if err := f.host.CNI.CheckNetworkList(context.Background(), list, a.rt); err != nil {
+							t.Errorf("CHECK right after ADD: %v", err)
+						}
 					}
-					if err := testutil.Connect(b.ns, f.host.NS, a.gateway(v4)); err != nil {
-						t.Errorf("b -> gateway %s: %v", a.gateway(v4), err)
+					for _, c := range []*container{a, b} {
+						f.del(list, c)
+						f.del(list, c) // DEL twice converges
+						f.assertGone(c)
 					}
-				}
-				if testutil.Supports(v, "CHECK") {
-					if err := f.host.CNI.CheckNetworkList(context.Background(), list, a.rt); err != nil {
-						t.Errorf("CHECK right after ADD: %v", err)
+					if n := f.reservations(); n != 0 {
+						t.Errorf("%d reservations left after DEL", n)
 					}
-				}
-				for _, c := range []*container{a, b} {
-					f.del(list, c)
-					f.del(list, c) // DEL twice converges
-					f.assertGone(c)
-				}
-				if n := f.reservations(); n != 0 {
-					t.Errorf("%d reservations left after DEL", n)
-				}
-			})
+				})
+			}
 		}
 	}
 }
@@ -187,7 +190,16 @@ func TestRoutedMode(t *testing.T) {
 
 // TestParallelAdds runs 50 ADDs then 50 DELs at once on one network.
 func TestParallelAdds(t *testing.T) {
-	f := newFixture(t)
+	for _, ipamType := range ipamTypes {
+		t.Run(ipamType, func(t *testing.T) {
+			f := newFixture(t)
+			f.ipam = ipamType
+			parallelAdds(t, f)
+		})
+	}
+}
+
+func parallelAdds(t *testing.T, f *fixture) {
 	list := f.list("1.1.0", nil, "10.14.0.0/24", "fd14::/64")
 	const n = 50
 	cs := make([]*container, n)
@@ -273,7 +285,7 @@ func TestGC(t *testing.T) {
 	f := newFixture(t)
 	list := f.list("1.1.0", nil, "10.16.0.0/24")
 	keep, drop1, drop2 := f.add(list, "keep"), f.add(list, "drop1"), f.add(list, "drop2")
-	other := &fixture{t: t, host: f.host, name: testutil.Name("other"), bridge: testutil.Name("bro")}
+	other := &fixture{t: t, host: f.host, name: testutil.Name("other"), bridge: testutil.Name("bro"), ipam: f.ipam}
 	otherList := other.list("1.1.0", nil, "10.17.0.0/24")
 	o := other.add(otherList, "drop1") // same container ID, other network
 	args := &libcni.GCArgs{ValidAttachments: []types.GCAttachment{{ContainerID: "keep", IfName: "eth0"}}}

@@ -50,11 +50,16 @@ type fixture struct {
 	host   *testutil.Host
 	name   string
 	bridge string
+	ipam   string // ipam.type
 }
+
+// ipamTypes are the IPAM plugins every lifecycle test runs with: nswire's
+// own (in-process) and the reference host-local (exec'd delegate).
+var ipamTypes = []string{"nswire-ipam", "host-local"}
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	return &fixture{t: t, host: testutil.NewHost(t, binDirs...), name: testutil.Name("net"), bridge: testutil.Name("br")}
+	return &fixture{t: t, host: testutil.NewHost(t, binDirs...), name: testutil.Name("net"), bridge: testutil.Name("br"), ipam: ipamTypes[0]}
 }
 
 // ipamConf is host-local over the given subnets, one range set each.
@@ -63,7 +68,7 @@ func (f *fixture) ipamConf(subnets ...string) map[string]any {
 	for _, s := range subnets {
 		ranges = append(ranges, []any{map[string]any{"subnet": s}})
 	}
-	return map[string]any{"type": "host-local", "dataDir": f.host.DataDir, "ranges": ranges}
+	return map[string]any{"type": f.ipam, "dataDir": f.host.DataDir, "ranges": ranges}
 }
 
 // plugin returns an nswire plugin config; extra keys override defaults.
@@ -129,7 +134,8 @@ func (f *fixture) hostVeth(c *container) string {
 	return link.HostVethName(f.name, c.rt.ContainerID, c.rt.IfName)
 }
 
-// reservations counts host-local's reservation files of the network.
+// reservations counts the reservation files of the network (nswire-ipam
+// keeps host-local's one-file-per-address layout).
 func (f *fixture) reservations() int {
 	entries, _ := os.ReadDir(filepath.Join(f.host.DataDir, f.name))
 	n := 0

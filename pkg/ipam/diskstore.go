@@ -1,0 +1,408 @@
+package ipam
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Layout of dataDir/<network> (the first three are host-local's, so either
+// plugin can read the other's reservations):
+//
+//	lock                    flock(2) target serializing all writers
+//	<ip>                    one reservation: "containerID\r\nifname"
+//	last_reserved_ip.<set>  allocation cursor of range set <set>
+//	.nswire/version         the index below is complete
+//	.nswire/a-<hash>        index: attachment -> its addresses
+//	.nswire/tmp.*           scratch files, renamed into place
+//
+// The <ip> files are the authority; an index entry is a pointer that is
+// only trusted after the file it points to confirms the owner.
+const (
+	lockFileName = "lock"
+	lastIPPrefix = "last_reserved_ip."
+	indexDirName = ".nswire"
+	versionFile  = "version"
+	indexPrefix  = "a-"
+)
+
+// DiskStore is the crash-safe, indexed Store on a local filesystem.
+type DiskStore struct {
+	dir      string
+	indexDir string
+	lock     *os.File
+}
+
+var _ Store = (*DiskStore)(nil)
+
+// OpenDiskStore opens (creating if needed) the store of network under
+// dataDir. It does not lock; call Lock before anything else.
+func OpenDiskStore(dataDir, network string) (*DiskStore, error) {
+	if err := validNetworkName(network); err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(dataDir, network)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, ioError("create "+dir, err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, lockFileName), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, ioError("open lock", err)
+	}
+	return &DiskStore{dir: dir, indexDir: filepath.Join(dir, indexDirName), lock: f}, nil
+}
+
+// Lock takes the inter-process lock and, the first time a directory is
+// opened by nswire (e.g. one written by host-local), builds the index.
+func (s *DiskStore) Lock() error {
+	for {
+		err := unix.Flock(int(s.lock.Fd()), unix.LOCK_EX)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EINTR) {
+			return busyError("ipam store: lock %s: %v", s.dir, err)
+		}
+	}
+	if err := s.ensureIndex(); err != nil {
+		_ = s.Unlock()
+		return err
+	}
+	return nil
+}
+
+func (s *DiskStore) Unlock() error {
+	if err := unix.Flock(int(s.lock.Fd()), unix.LOCK_UN); err != nil {
+		return ioError("unlock", err)
+	}
+	return nil
+}
+
+// Close releases the lock too (flock dies with the file description).
+func (s *DiskStore) Close() error {
+	return s.lock.Close()
+}
+
+func (s *DiskStore) ipPath(ip netip.Addr) string {
+	return filepath.Join(s.dir, ip.String())
+}
+
+// indexName derives the index file from the attachment, so a lookup is one
+// open(2) however many reservations exist.
+func indexName(a Attachment) string {
+	sum := sha256.Sum256([]byte(a.ContainerID + "\x00" + a.IfName))
+	return indexPrefix + hex.EncodeToString(sum[:16])
+}
+
+func (s *DiskStore) indexPath(a Attachment) string {
+	return filepath.Join(s.indexDir, indexName(a))
+}
+
+// claim is what an attachment's index says, checked against the
+// reservation files it points to.
+type claim struct {
+	held    []netip.Addr // files confirm a as owner
+	corrupt []netip.Addr // files unreadable: might be a's, might be live
+	stale   bool         // the index lists addresses a does not hold
+}
+
+func (s *DiskStore) lookup(a Attachment) (claim, error) {
+	ips, err := s.readIndex(a)
+	if err != nil {
+		return claim{}, err
+	}
+	var c claim
+	for _, ip := range ips {
+		owner, state, err := s.owner(ip)
+		switch {
+		case err != nil:
+			return claim{}, err
+		case state == ownerCorrupt:
+			c.corrupt = append(c.corrupt, ip)
+		case state == ownerSet && owner == a:
+			c.held = append(c.held, ip)
+		default:
+			// Left by an ADD that crashed before creating the file, or
+			// taken over by someone else after that: not a's.
+			c.stale = true
+		}
+	}
+	return c, nil
+}
+
+// readIndex returns the addresses a's index points to. A corrupt index is
+// rebuilt from the reservation files (a walk, but only on this rare path).
+func (s *DiskStore) readIndex(a Attachment) ([]netip.Addr, error) {
+	data, err := os.ReadFile(s.indexPath(a))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, ioError("read index of "+a.ContainerID, err)
+	}
+	owner, ips, err := decodeIndex(data)
+	if err == nil && owner == a {
+		return ips, nil
+	}
+	return s.repairIndex(a)
+}
+
+func (s *DiskStore) repairIndex(a Attachment) ([]netip.Addr, error) {
+	res, err := s.List()
+	if err != nil {
+		return nil, err
+	}
+	var ips []netip.Addr
+	for _, r := range res {
+		if !r.Corrupt && r.Owner == a {
+			ips = append(ips, r.IP)
+		}
+	}
+	return ips, s.writeIndex(a, ips)
+}
+
+type ownerState int
+
+const (
+	ownerNone ownerState = iota
+	ownerSet
+	ownerCorrupt
+)
+
+func (s *DiskStore) owner(ip netip.Addr) (Attachment, ownerState, error) {
+	data, err := os.ReadFile(s.ipPath(ip))
+	if errors.Is(err, os.ErrNotExist) {
+		return Attachment{}, ownerNone, nil
+	}
+	if err != nil {
+		return Attachment{}, ownerNone, ioError("read reservation "+ip.String(), err)
+	}
+	a, err := decodeOwner(data)
+	if err != nil {
+		return Attachment{}, ownerCorrupt, nil
+	}
+	return a, ownerSet, nil
+}
+
+// Held fails with a clear error when a's index points to a corrupt
+// reservation file: the address stays reserved until GC settles it.
+func (s *DiskStore) Held(a Attachment) ([]netip.Addr, error) {
+	c, err := s.lookup(a)
+	if err != nil {
+		return nil, err
+	}
+	if len(c.corrupt) > 0 {
+		return nil, corruptError(s.ipPath(c.corrupt[0]))
+	}
+	return c.held, nil
+}
+
+func corruptError(path string) error {
+	return ioError("corrupt reservation "+path, errors.New("owner unreadable; the address stays reserved; run CNI GC to settle it"))
+}
+
+func (s *DiskStore) Taken(ip netip.Addr) (bool, error) {
+	_, err := os.Lstat(s.ipPath(ip))
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, ioError("stat reservation "+ip.String(), err)
+	}
+	return true, nil
+}
+
+// Reserve writes the index before the reservation files (each step made
+// durable), so every reservation file is reachable from its owner's index
+// at every instant, even across power loss; the reverse (a pointer to a
+// missing file) is harmless and cleaned up on the next write.
+func (s *DiskStore) Reserve(a Attachment, ips []netip.Addr) error {
+	c, err := s.lookup(a)
+	if err != nil {
+		return err
+	}
+	if len(c.corrupt) > 0 {
+		return corruptError(s.ipPath(c.corrupt[0]))
+	}
+	add, drop := missing(ips, c.held), missing(c.held, ips)
+	for _, ip := range add {
+		taken, err := s.Taken(ip)
+		if err != nil {
+			return err
+		}
+		if taken {
+			return busyError("address %s is already reserved", ip)
+		}
+	}
+	if len(add) > 0 {
+		if err := s.addFiles(a, c.held, add); err != nil {
+			return err
+		}
+	}
+	if len(drop) > 0 {
+		if err := s.removeFiles(drop); err != nil {
+			return err
+		}
+	}
+	if len(drop) > 0 || c.stale && len(add) == 0 {
+		return s.writeIndex(a, ips)
+	}
+	return nil
+}
+
+func (s *DiskStore) addFiles(a Attachment, held, add []netip.Addr) error {
+	if err := s.writeIndex(a, append(held[:len(held):len(held)], add...)); err != nil {
+		return err
+	}
+	created, err := s.createFiles(a, add)
+	if err == nil {
+		return nil
+	}
+	// Undo in reverse so nothing stays half-allocated.
+	_ = s.removeFiles(created)
+	_ = s.writeIndex(a, held)
+	return err
+}
+
+func (s *DiskStore) createFiles(a Attachment, add []netip.Addr) ([]netip.Addr, error) {
+	var created []netip.Addr
+	for i, ip := range add {
+		tmp, err := writeTemp(s.indexDir, "tmp.ip."+strconv.Itoa(i), encodeOwner(a), true)
+		if err != nil {
+			return created, ioError("write reservation "+ip.String(), err)
+		}
+		crashPoint("reservation written")
+		if err := renameNoReplace(tmp, s.ipPath(ip)); err != nil {
+			if errors.Is(err, os.ErrExist) {
+				return created, busyError("address %s is already reserved", ip)
+			}
+			return created, ioError("create reservation "+ip.String(), err)
+		}
+		created = append(created, ip)
+		crashPoint("reservation renamed")
+	}
+	if err := syncDir(s.dir); err != nil {
+		return created, ioError("sync "+s.dir, err)
+	}
+	return created, nil
+}
+
+// removeFiles deletes reservation files, then makes that durable before the
+// caller drops them from the index (the order of Reserve, reversed).
+func (s *DiskStore) removeFiles(ips []netip.Addr) error {
+	for _, ip := range ips {
+		if err := os.Remove(s.ipPath(ip)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return ioError("remove reservation "+ip.String(), err)
+		}
+		crashPoint("reservation removed")
+	}
+	if err := syncDir(s.dir); err != nil {
+		return ioError("sync "+s.dir, err)
+	}
+	return nil
+}
+
+// writeIndex replaces a's index atomically and durably; an empty set
+// removes it.
+func (s *DiskStore) writeIndex(a Attachment, ips []netip.Addr) error {
+	if len(ips) == 0 {
+		return s.removeIndex(a)
+	}
+	tmp, err := writeTemp(s.indexDir, "tmp.index", encodeIndex(a, ips), true)
+	if err != nil {
+		return ioError("write index of "+a.ContainerID, err)
+	}
+	crashPoint("index written")
+	if err := os.Rename(tmp, s.indexPath(a)); err != nil {
+		return ioError("rename index of "+a.ContainerID, err)
+	}
+	crashPoint("index renamed")
+	if err := syncDir(s.indexDir); err != nil {
+		return ioError("sync "+s.indexDir, err)
+	}
+	return nil
+}
+
+// removeIndex needs no sync: should the removal be lost, the index comes
+// back pointing to files that are gone, which lookups ignore.
+func (s *DiskStore) removeIndex(a Attachment) error {
+	if err := os.Remove(s.indexPath(a)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return ioError("remove index of "+a.ContainerID, err)
+	}
+	crashPoint("index removed")
+	return nil
+}
+
+// Release keeps corrupt files a's index points to: they might be someone
+// else's live reservation. GC settles them.
+func (s *DiskStore) Release(a Attachment) error {
+	c, err := s.lookup(a)
+	if err != nil {
+		return err
+	}
+	if len(c.held) > 0 {
+		if err := s.removeFiles(c.held); err != nil {
+			return err
+		}
+	}
+	return s.removeIndex(a)
+}
+
+func (s *DiskStore) cursorPath(set int) string {
+	return filepath.Join(s.dir, lastIPPrefix+strconv.Itoa(set))
+}
+
+func (s *DiskStore) LastReserved(set int) (netip.Addr, bool) {
+	data, err := os.ReadFile(s.cursorPath(set))
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	ip, err := netip.ParseAddr(strings.TrimSpace(string(data)))
+	return ip, err == nil
+}
+
+// SetLastReserved is not synced: the cursor only spreads allocations, and a
+// lost or torn one just restarts the scan at the range start.
+func (s *DiskStore) SetLastReserved(set int, ip netip.Addr) error {
+	tmp, err := writeTemp(s.indexDir, "tmp.cursor", []byte(ip.String()), false)
+	if err != nil {
+		return ioError("write cursor", err)
+	}
+	if err := os.Rename(tmp, s.cursorPath(set)); err != nil {
+		return ioError("rename cursor", err)
+	}
+	return nil
+}
+
+// List reads every reservation file (a walk).
+func (s *DiskStore) List() ([]Reservation, error) {
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		return nil, ioError("list "+s.dir, err)
+	}
+	var out []Reservation
+	for _, e := range entries {
+		ip, err := netip.ParseAddr(e.Name())
+		if err != nil || !e.Type().IsRegular() {
+			continue // lock, cursors, .nswire
+		}
+		owner, state, err := s.owner(ip)
+		if err != nil {
+			return nil, err
+		}
+		if state != ownerNone {
+			out = append(out, Reservation{IP: ip, Owner: owner, Corrupt: state == ownerCorrupt})
+		}
+	}
+	return out, nil
+}
+
+func (s *DiskStore) String() string { return fmt.Sprintf("DiskStore(%s)", s.dir) }

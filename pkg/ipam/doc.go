@@ -1,0 +1,52 @@
+// Package ipam is nswire's IPAM. It reads host-local's configuration and
+// on-disk layout, adds an index so ADD, DEL and CHECK cost O(1) in the number
+// of reservations, and orders its writes so a crash or power loss at any
+// instant never hands one address to two attachments.
+//
+// # Addresses
+//
+// One address per range set. Never handed out: the network address (for
+// IPv6 the subnet-router anycast address), the IPv4 broadcast address and
+// every range's gateway. Small subnets:
+//
+//   - /31 and /127 are point-to-point links (RFC 3021, RFC 6164): no
+//     network or broadcast address; the gateway defaults to the lower
+//     address, so the container gets the upper one (or the lower one when
+//     the gateway is set to the upper one).
+//   - /32 and /128 hold a single address that goes to the container; there
+//     is no gateway, and configuring one is an error.
+//   - rangeStart/rangeEnd on a network or broadcast address are accepted (as
+//     host-local does) and narrowed to the host addresses; a range left with
+//     nothing to allocate is an error.
+//
+// Allocation continues after the range set's last_reserved_ip, so a freed
+// address is reused only after the set wrapped around.
+//
+// # Store
+//
+// dataDir/<network> keeps host-local's files (lock, one file per address
+// holding "containerID\r\nifname", last_reserved_ip.<set>) and adds
+// .nswire/, holding one index file per attachment, named by a hash of
+// (containerID, ifname), listing its addresses. All writers hold flock on
+// the lock file, the same lock host-local takes.
+//
+// The address files are the authority. ADD writes the index entry first
+// (temp file, fsync, rename, fsync dir) and then each address file (temp
+// file, fsync, rename without replace, fsync dir); DEL removes address files
+// (fsync dir) before the index entry. So every address file is reachable
+// from its owner's index at every instant; the only possible leftover is an
+// index entry pointing at a missing or foreign file, which lookups ignore
+// and the next write cleans. A directory without .nswire/version (written
+// by host-local) is indexed once, under the lock, on first use.
+//
+// Corruption: an index file carries its attachment and a CRC; a bad one is
+// rebuilt from the address files (a walk, only then). An unreadable address
+// file stays reserved (its owner might be live); ADD and CHECK of the
+// attachment pointing at it fail with a clear error, and GC settles it: the
+// one valid attachment claiming it gets it back, no claimant removes it.
+//
+// Not covered: legacy host-local files holding only a container ID are not
+// indexed (no ifname); GC keeps them while the container is valid. Going
+// back to host-local and then forward again needs .nswire removed, as
+// host-local does not maintain the index.
+package ipam

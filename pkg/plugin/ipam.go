@@ -1,14 +1,12 @@
 package plugin
 
 import (
-	"context"
 	"fmt"
-	"strings"
 
-	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/types/create"
 
 	"github.com/nswire/nswire/pkg/config"
 	"github.com/nswire/nswire/pkg/ipam"
@@ -39,9 +37,13 @@ func (c ipamClient) add() (*current.Result, error) {
 		res, err := ipam.Add(c.req)
 		return res, ipamError("ADD", c.typ, err)
 	}
-	r, err := invoke.DelegateAdd(context.TODO(), c.typ, c.stdin, nil)
+	out, err := execDelegate("ADD", c.typ, c.stdin)
 	if err != nil {
 		return nil, ipamError("ADD", c.typ, err)
+	}
+	r, err := create.CreateFromBytes(out)
+	if err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, fmt.Sprintf("ipam %q returned an unreadable result", c.typ), err.Error())
 	}
 	res, err := current.NewResultFromResult(r)
 	if err != nil {
@@ -57,32 +59,36 @@ func (c ipamClient) del() error {
 	if c.builtin() {
 		return ipamError("DEL", c.typ, ipam.Del(c.req))
 	}
-	return ipamError("DEL", c.typ, invoke.DelegateDel(context.TODO(), c.typ, c.stdin, nil))
+	return ipamError("DEL", c.typ, c.run("DEL"))
 }
 
 func (c ipamClient) check() error {
 	if c.builtin() {
 		return ipamError("CHECK", c.typ, ipam.Check(c.req))
 	}
-	return ipamError("CHECK", c.typ, invoke.DelegateCheck(context.TODO(), c.typ, c.stdin, nil))
+	return ipamError("CHECK", c.typ, c.run("CHECK"))
 }
 
 func (c ipamClient) gc() error {
 	if c.builtin() {
 		return ipamError("GC", c.typ, ipam.GC(c.req))
 	}
-	return ipamError("GC", c.typ, invoke.DelegateGC(context.TODO(), c.typ, c.stdin, nil))
+	return ipamError("GC", c.typ, c.run("GC"))
 }
 
 func (c ipamClient) status() error {
 	if c.builtin() {
 		return ipamError("STATUS", c.typ, ipam.Status(c.req))
 	}
-	return ipamError("STATUS", c.typ, invoke.DelegateStatus(context.TODO(), c.typ, c.stdin, nil))
+	return ipamError("STATUS", c.typ, c.run("STATUS"))
 }
 
-// ipamError keeps a delegate's CNI error code and names the plugin; a
-// plugin missing from CNI_PATH is a bad environment, not an internal error.
+func (c ipamClient) run(verb string) error {
+	_, err := execDelegate(verb, c.typ, c.stdin)
+	return err
+}
+
+// ipamError keeps a delegate's CNI error code and names the plugin.
 func ipamError(verb, typ string, err error) error {
 	if err == nil {
 		return nil
@@ -90,9 +96,5 @@ func ipamError(verb, typ string, err error) error {
 	if e, ok := err.(*types.Error); ok {
 		return types.NewError(e.Code, fmt.Sprintf("ipam %q %s: %s", typ, verb, e.Msg), e.Details)
 	}
-	code := uint(types.ErrInternal)
-	if strings.Contains(err.Error(), "failed to find plugin") {
-		code = types.ErrInvalidEnvironmentVariables
-	}
-	return types.NewError(code, fmt.Sprintf("ipam %q %s: %v", typ, verb, err), "")
+	return types.NewError(types.ErrInternal, fmt.Sprintf("ipam %q %s: %v", typ, verb, err), "")
 }

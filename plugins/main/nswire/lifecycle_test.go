@@ -8,6 +8,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
@@ -344,3 +347,60 @@ func TestLogFile(t *testing.T) {
 }
 
 var _ = net.IPv4len
+
+// TestAnnounceAndHairpin: the kernel announces the container's MAC when
+// eth0 comes up (the bridge learns it with no traffic from us), and
+// hairpinMode sets the port flag.
+func TestAnnounceAndHairpin(t *testing.T) {
+	f := newFixture(t)
+	list := f.list("1.1.0", map[string]any{"hairpinMode": true}, "10.20.0.0/24", "fd20::/64")
+	c := f.add(list, "announce")
+	hv := f.host.Link(f.hostVeth(c))
+	mac := c.ns.Link("eth0").Attrs().HardwareAddr.String()
+	learned := false
+	for range 50 {
+		fdb, err := f.host.Handle().NeighList(hv.Attrs().Index, unix.AF_BRIDGE)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range fdb {
+			learned = learned || e.HardwareAddr.String() == mac
+		}
+		if learned {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !learned {
+		t.Errorf("bridge never learned %s: no gratuitous ARP / unsolicited NA on link up", mac)
+	}
+	for key, want := range map[string]string{"ipv4/conf/eth0/arp_notify": "1", "ipv6/conf/eth0/ndisc_notify": "1", "ipv6/conf/eth0/accept_dad": "0"} {
+		c.ns.Run(func() error {
+			got, err := os.ReadFile("/proc/sys/net/" + key)
+			if strings.TrimSpace(string(got)) != want {
+				t.Errorf("%s = %q, want %s (%v)", key, got, want, err)
+			}
+			return nil
+		})
+	}
+	info, err := f.host.Handle().LinkGetProtinfo(hv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !info.Hairpin {
+		t.Errorf("hairpinMode not set on %s", hv.Attrs().Name)
+	}
+	f.del(list, c)
+}
+
+// TestVersion: VERSION lists exactly the versions nswire supports.
+func TestVersion(t *testing.T) {
+	f := newFixture(t)
+	info, err := f.host.CNI.GetVersionInfo(context.Background(), "nswire")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(info.SupportedVersions(), ","); got != strings.Join(testutil.Versions, ",") {
+		t.Errorf("VERSION: %s", got)
+	}
+}

@@ -14,6 +14,9 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/nswire/nswire/pkg/firewall"
+	"github.com/nswire/nswire/pkg/shaping"
 )
 
 // Modes of wiring the host end of the veth.
@@ -50,11 +53,11 @@ type Net struct {
 
 // RuntimeConfig holds the capability arguments nswire understands.
 type RuntimeConfig struct {
-	PortMappings []PortMapping `json:"portMappings,omitempty"`
-	Bandwidth    *Bandwidth    `json:"bandwidth,omitempty"`
-	IPs          []string      `json:"ips,omitempty"`
-	MAC          string        `json:"mac,omitempty"`
-	DNS          *RuntimeDNS   `json:"dns,omitempty"`
+	PortMappings []firewall.PortMapping `json:"portMappings,omitempty"`
+	Bandwidth    *shaping.Limits        `json:"bandwidth,omitempty"`
+	IPs          []string               `json:"ips,omitempty"`
+	MAC          string                 `json:"mac,omitempty"`
+	DNS          *RuntimeDNS            `json:"dns,omitempty"`
 }
 
 // RuntimeDNS is the dns capability, whose field names differ from the
@@ -63,22 +66,6 @@ type RuntimeDNS struct {
 	Servers  []string `json:"servers,omitempty"`
 	Searches []string `json:"searches,omitempty"`
 	Options  []string `json:"options,omitempty"`
-}
-
-// PortMapping is one entry of the portMappings capability.
-type PortMapping struct {
-	HostPort      int    `json:"hostPort"`
-	ContainerPort int    `json:"containerPort"`
-	Protocol      string `json:"protocol"`
-	HostIP        string `json:"hostIP,omitempty"`
-}
-
-// Bandwidth is the bandwidth capability: rates in bits/s, bursts in bits.
-type Bandwidth struct {
-	IngressRate  uint64 `json:"ingressRate,omitempty"`
-	IngressBurst uint64 `json:"ingressBurst,omitempty"`
-	EgressRate   uint64 `json:"egressRate,omitempty"`
-	EgressBurst  uint64 `json:"egressBurst,omitempty"`
 }
 
 // Args is the conventional "args" section of a network config.
@@ -201,7 +188,7 @@ func (n *Net) Validate() error {
 	if _, ok := logLevels[n.LogLevel]; !ok {
 		return invalid("logLevel", "%q is not one of debug, info, warn, error", n.LogLevel)
 	}
-	if err := n.validatePorts(); err != nil {
+	if err := n.validateCapabilities(); err != nil {
 		return err
 	}
 	return n.validateIPs()
@@ -209,25 +196,24 @@ func (n *Net) Validate() error {
 
 var logLevels = map[string]struct{}{"": {}, "debug": {}, "info": {}, "warn": {}, "error": {}}
 
-func (n *Net) validatePorts() error {
-	for i, pm := range n.RuntimeConfig.PortMappings {
-		field := fmt.Sprintf("runtimeConfig.portMappings[%d]", i)
-		if pm.HostPort < 1 || pm.HostPort > 65535 {
-			return invalid(field+".hostPort", "%d is outside 1..65535", pm.HostPort)
-		}
-		if pm.ContainerPort < 1 || pm.ContainerPort > 65535 {
-			return invalid(field+".containerPort", "%d is outside 1..65535", pm.ContainerPort)
-		}
-		switch strings.ToLower(pm.Protocol) {
-		case "", "tcp", "udp", "sctp":
-		default:
-			return invalid(field+".protocol", "%q is not tcp, udp or sctp", pm.Protocol)
-		}
-		if pm.HostIP != "" && net.ParseIP(pm.HostIP) == nil {
-			return invalid(field+".hostIP", "%q is not an IP address", pm.HostIP)
+func (n *Net) validateCapabilities() error {
+	if err := firewall.ValidatePorts(n.RuntimeConfig.PortMappings); err != nil {
+		return prefixed("runtimeConfig.", err)
+	}
+	if b := n.RuntimeConfig.Bandwidth; b != nil {
+		if err := shaping.Validate(*b); err != nil {
+			return prefixed("runtimeConfig.", err)
 		}
 	}
 	return nil
+}
+
+// prefixed names the field's place in the config in a validator's error.
+func prefixed(prefix string, err error) error {
+	if e, ok := err.(*types.Error); ok {
+		return types.NewError(e.Code, prefix+e.Msg, e.Details)
+	}
+	return err
 }
 
 func (n *Net) validateIPs() error {

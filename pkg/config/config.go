@@ -35,7 +35,7 @@ type Net struct {
 	Mode        string `json:"mode"`
 	Bridge      string `json:"bridge"`
 	MTU         int    `json:"mtu"`
-	HairpinMode bool   `json:"hairpinMode"`
+	HairpinMode *bool  `json:"hairpinMode"`
 	IPMasq      *bool  `json:"ipMasq"`
 	Isolation   *bool  `json:"isolation"`
 	ICC         *bool  `json:"icc"`
@@ -89,6 +89,11 @@ func (n *Net) Masquerade() bool {
 	}
 	return n.Bridged()
 }
+
+// Hairpin reports whether bridge ports reflect frames back to their
+// sender, which a container needs to reach its own published port when
+// br_netfilter makes the bridge see the DNATed packet. On by default.
+func (n *Net) Hairpin() bool { return n.HairpinMode == nil || *n.HairpinMode }
 
 // Isolated reports whether other nswire networks are kept out.
 func (n *Net) Isolated() bool { return n.Isolation == nil || *n.Isolation }

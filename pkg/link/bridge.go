@@ -52,6 +52,14 @@ func configureBridge(br *netlink.Bridge, s BridgeSpec) error {
 			return fmt.Errorf("add gateway %s to bridge %q: %w", gw, br.Name, err)
 		}
 	}
+	if hasV4(s.Gateways) {
+		// Lets the host DNAT 127.0.0.1:hostPort to containers (Docker's
+		// localhost ports); the firewall drops 127/8 arriving from any
+		// interface but lo, which closes CVE-2020-8558.
+		if err := setSysctl("net/ipv4/conf/"+s.Name+"/route_localnet", "1"); err != nil {
+			return fmt.Errorf("bridge %q route_localnet: %w", s.Name, err)
+		}
+	}
 	if hasV6(s.Gateways) {
 		// A bridge that learns routes from RAs sent by containers is a hole.
 		if err := setSysctl("net/ipv6/conf/"+s.Name+"/accept_ra", "0"); err != nil {
@@ -181,6 +189,15 @@ func addAddr(add func(netlink.Link, *netlink.Addr) error, l netlink.Link, ipn *n
 		return nil
 	}
 	return err
+}
+
+func hasV4(nets []*net.IPNet) bool {
+	for _, n := range nets {
+		if n.IP.To4() != nil {
+			return true
+		}
+	}
+	return false
 }
 
 func hasV6(nets []*net.IPNet) bool {

@@ -15,6 +15,7 @@ import (
 	"github.com/nswire/nswire/pkg/config"
 	"github.com/nswire/nswire/pkg/link"
 	"github.com/nswire/nswire/pkg/netns"
+	"github.com/nswire/nswire/pkg/shaping"
 )
 
 // Funcs is the skel dispatch table of the nswire binary.
@@ -62,6 +63,10 @@ func Add(args *skel.CmdArgs) (err error) {
 	if err := wire(n, args, cns, p, res, &undo, t); err != nil {
 		return err
 	}
+	if err := protect(n, args, p, res, &undo); err != nil {
+		return err
+	}
+	t.step("firewall")
 	return types.PrintResult(res, n.CNIVersion)
 }
 
@@ -93,7 +98,7 @@ func wire(n *config.Net, args *skel.CmdArgs, cns *netns.NS, p *plan, res *curren
 		if err := link.ConfigureRoutedHost(host, p.hostGWs, p.addrs); err != nil {
 			return err
 		}
-	} else if n.HairpinMode {
+	} else if n.Hairpin() {
 		if err := netlink.LinkSetHairpin(host, true); err != nil {
 			return fmt.Errorf("hairpin on %q: %w", p.hostName, err)
 		}
@@ -105,6 +110,29 @@ func wire(n *config.Net, args *skel.CmdArgs, cns *netns.NS, p *plan, res *curren
 	t.step("container")
 	res.Interfaces, res.DNS = interfaces(br, host, cl, cns.Path), dns(n, res.DNS)
 	setInterfaceIndex(res)
+	return nil
+}
+
+// protect installs the attachment's firewall elements (masquerade,
+// published ports, isolation, anti-spoofing) and its bandwidth shaping.
+func protect(n *config.Net, args *skel.CmdArgs, p *plan, res *current.Result, undo *rollback) error {
+	a := fwAttachment(n, args.ContainerID, args.IfName, p.hostName, res)
+	fw, err := openFirewall()
+	if err != nil {
+		return err
+	}
+	err = fw.Add(a)
+	fw.Close()
+	if err != nil {
+		return err
+	}
+	undo.push(func() error { return delFirewall(a) })
+	if l := limits(n); !l.IsZero() {
+		if err := shaping.Apply(nil, p.hostName, l); err != nil {
+			return err
+		}
+		undo.push(func() error { return shaping.Remove(nil, p.hostName) })
+	}
 	return nil
 }
 

@@ -10,8 +10,10 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 
 	"github.com/nswire/nswire/pkg/config"
+	"github.com/nswire/nswire/pkg/firewall"
 	"github.com/nswire/nswire/pkg/link"
 	"github.com/nswire/nswire/pkg/netns"
+	"github.com/nswire/nswire/pkg/shaping"
 )
 
 // ErrCheckFailed is nswire's code for "CHECK found the attachment differs
@@ -75,7 +77,22 @@ func checkKernel(n *config.Net, args *skel.CmdArgs, res *current.Result) error {
 	if err := link.CheckHostEnd(hostName, alias, master, routed); err != nil {
 		return err
 	}
-	return link.CheckContainer(cns, e)
+	if err := link.CheckContainer(cns, e); err != nil {
+		return err
+	}
+	return checkFirewall(fwAttachment(n, args.ContainerID, args.IfName, hostName, res), limits(n))
+}
+
+func checkFirewall(a *firewall.Attachment, l shaping.Limits) error {
+	fw, err := openFirewall()
+	if err != nil {
+		return err
+	}
+	defer fw.Close()
+	if err := fw.Check(a); err != nil {
+		return err
+	}
+	return shaping.Check(nil, a.HostIf, l)
 }
 
 // expectation reads the container end's expected state from the result.
@@ -96,6 +113,9 @@ func expectation(n *config.Net, args *skel.CmdArgs, res *current.Result) (link.E
 	for _, ipc := range res.IPs {
 		if ipc.Interface == nil || *ipc.Interface == idx {
 			addr := ipc.Address
+			if !n.Bridged() {
+				addr.Mask = fullMask(addr.IP.To4() != nil)
+			}
 			e.Addrs = append(e.Addrs, &addr)
 		}
 	}

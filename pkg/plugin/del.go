@@ -7,6 +7,7 @@ import (
 
 	"github.com/nswire/nswire/pkg/config"
 	"github.com/nswire/nswire/pkg/link"
+	"github.com/nswire/nswire/pkg/shaping"
 )
 
 // Del removes every host-side trace of the attachment. It needs neither the
@@ -25,7 +26,10 @@ func Del(args *skel.CmdArgs) (err error) {
 	// may hand it out again.
 	linkErr := link.DeleteOwned(hostName, alias)
 	t.step("veth")
+	fwErr := delFirewall(fwAttachment(n, args.ContainerID, args.IfName, hostName, nil))
+	shapeErr := shaping.Remove(nil, hostName)
+	t.step("firewall")
 	ipamErr := newIPAM(n, args).del()
 	t.step("ipam")
-	return errors.Join(linkErr, ipamErr)
+	return errors.Join(linkErr, fwErr, shapeErr, ipamErr)
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/nswire/nswire/pkg/config"
 	"github.com/nswire/nswire/pkg/link"
+	"github.com/nswire/nswire/pkg/shaping"
 )
 
 // GC removes host veths of this network whose attachment is not in
@@ -27,9 +28,11 @@ func GC(args *skel.CmdArgs) (err error) {
 	}
 	linkErr := gcLinks(n.Name, valid)
 	t.step("links")
+	fwErr := gcFirewall(n)
+	t.step("firewall")
 	ipamErr := newIPAM(n, args).gc()
 	t.step("ipam")
-	return errors.Join(linkErr, ipamErr)
+	return errors.Join(linkErr, fwErr, ipamErr)
 }
 
 func gcLinks(network string, valid map[string]bool) error {
@@ -46,6 +49,18 @@ func gcLinks(network string, valid map[string]bool) error {
 		if err := link.DeleteOwned(l.Attrs().Name, l.Attrs().Alias); err != nil {
 			errs = append(errs, fmt.Errorf("gc %s: %w", l.Attrs().Name, err))
 		}
+		if err := shaping.Remove(nil, l.Attrs().Name); err != nil {
+			errs = append(errs, fmt.Errorf("gc shaping of %s: %w", l.Attrs().Name, err))
+		}
 	}
 	return errors.Join(errs...)
+}
+
+func gcFirewall(n *config.Net) error {
+	fw, err := openFirewall()
+	if err != nil {
+		return err
+	}
+	defer fw.Close()
+	return fw.GC(fwNetwork(n, nil), n.ValidAttachments)
 }

@@ -58,8 +58,10 @@ func (p *plan) addIP(n *config.Net, ipc *current.IPConfig) error {
 	p.v4, p.v6 = p.v4 || v4, p.v6 || !v4
 	addr := ipc.Address
 	if !n.Bridged() {
+		// The container holds a host address and reaches everything through
+		// the host end; the result keeps IPAM's prefix, which names the
+		// network's subnet for the firewall and for chained plugins.
 		addr = net.IPNet{IP: ipc.Address.IP, Mask: fullMask(v4)}
-		ipc.Address = addr
 		ipc.Gateway = routedGateway(ipc.Gateway, v4)
 		p.hostGWs = append(p.hostGWs, ipc.Gateway)
 		if v4 {

@@ -1,0 +1,137 @@
+// Package firewall is nswire's packet filtering and NAT: two nftables tables
+// named "nswire" (family inet and family bridge), driven over netlink with
+// github.com/google/nftables. Nothing is exec'd, and every operation acts
+// in the network namespace given to New.
+//
+// # Layout
+//
+// table inet nswire
+//
+//	chain raw-pre   filter  prerouting  -300  iifname != "lo" ip daddr 127.0.0.0/8 drop   (CVE-2020-8558)
+//	                                          iifname vmap @guard                         (routed-mode anti-spoofing)
+//	chain nat-pre   nat     prerouting  -100  fib daddr type local goto ports
+//	chain nat-out   nat     output      -100  fib daddr type local goto ports
+//	chain ports     (regular)                 ip  daddr . l4proto . th dport vmap @ports4
+//	                                          l4proto . th dport vmap @ports4any
+//	                                          (same for ip6 with @ports6, @ports6any)
+//	chain forward   filter  forward     -10   ct status dnat accept
+//	                                          saddr . daddr @noicc drop
+//	                                          saddr . daddr @intra accept
+//	                                          saddr @internal drop; daddr @internal drop
+//	                                          saddr @iso daddr @nets drop; daddr @iso saddr @nets drop
+//	chain nat-post  nat     postrouting 100   ct status dnat ip saddr 127.0.0.0/8 ip daddr @nets4 masquerade
+//	                                          ct status dnat saddr . daddr @intra masquerade   (hairpin)
+//	                                          saddr @masq saddr . daddr != @intra masquerade    (ipMasq)
+//	chain a-<net8>-<att16>                    per attachment: one DNAT rule per published key
+//	chain g-<net8>-<att16>                    per attachment (routed mode): anti-spoofing
+//
+// table bridge nswire
+//
+//	chain guard-pre filter  prerouting  -300  iifname vmap @guard   (bridge-mode anti-spoofing)
+//	chain forward   filter  forward     -200  iifname @noicc meta pkttype != host drop
+//	chain g-<net8>-<att16>                    per attachment: anti-spoofing
+//
+// Sets and maps (4 and 6 stand for one per address family):
+//
+//	ports4/6      addr . proto . port : verdict   published on one host address
+//	ports4/6any   proto . port : verdict          published on every host address
+//	guard         ifname : verdict                host veth -> its g- chain (both tables)
+//	noicc         ifname                          bridge: host veths of attachments with icc=false
+//	nets4/6       interval                        subnets of every nswire network
+//	iso4/6        interval                        subnets of networks with isolation
+//	masq4/6       interval                        subnets with ipMasq and not internal
+//	internal4/6   interval                        subnets of internal networks
+//	intra4/6      interval addr . addr            subnet pairs within one network
+//	noicc4/6      interval addr . addr            subnet pairs of networks with icc=false
+//
+// # Per-attachment state and O(1) ADD/DEL
+//
+// An attachment is identified by (network, containerID, ifname). Its
+// objects are named from that identity alone: the chains a-<net8>-<att16>
+// and g-<net8>-<att16> (8 hex digits of sha256(network), 16 of
+// sha256(network, containerID, ifname)). Every element nswire adds points
+// at one of those chains (ports maps: goto a-…; guard map: jump g-…) and
+// carries the identity as its comment.
+//
+// The chains are also the attachment's record: each DNAT rule's comment is
+// "nswire port <proto> <hostIP>:<hostPort> -> <ip>:<port>", which is
+// exactly the key of the map element that leads to it, and the first rule
+// of the guard chain names the host veth. So DEL, knowing only the identity:
+//
+//  1. asks the kernel for the two chains by name (targeted GETs: the kernel
+//     looks them up in its per-table hash),
+//  2. dumps the rules of those chains only (a few rules),
+//  3. GETs each recorded element by key and keeps it if it still points at
+//     the attachment's chain (never deleting another attachment's element),
+//  4. deletes those elements and both chains in one transaction.
+//
+// ADD reads the same state (to replace a previous ADD of the same identity)
+// and writes one transaction: the network-level elements (re-added, which
+// is a no-op when present, or added-then-deleted when a flag is off), the
+// a- chain with its rules and port elements, the g- chain and its guard
+// element. Neither ever lists a whole set, chain list or ruleset; the work
+// is proportional to the attachment's own ports and addresses whatever the
+// number of containers. The kernel serialises transactions, so concurrent
+// ADDs from different processes need no lock: nothing is cached, nothing
+// is created with NLM_F_EXCL, and the base chains are created by a
+// transaction that flushes and refills them (run only when an ADD fails
+// with ENOENT, i.e. the tables are missing), so they never end up doubled.
+// GC is the one verb that lists: it lists chains of the two tables, picks
+// a-/g- chains with the network's tag whose attachment tag is not valid,
+// and deletes each such attachment as DEL does.
+//
+// # Port conflicts
+//
+// A published key is one map element, so a second attachment asking for
+// the same (proto, hostIP, hostPort) makes the kernel reject the whole
+// transaction (EEXIST: same key, different verdict). Overlaps between a
+// specific hostIP and the wildcard are asserted in the same transaction:
+// the overlapping key is added with the attachment's own verdict and
+// deleted again, which fails only if someone else holds it. For a wildcard
+// mapping the specific keys checked are the namespace's own addresses. On
+// failure, targeted GETs find which key is held and by whom for the error
+// message; nothing was changed.
+//
+// # Behaviour notes
+//
+//   - Published ports capture only traffic addressed to the host (fib daddr
+//     type local), from outside (prerouting) and from the host itself
+//     (output), 127.0.0.1 included. Localhost DNAT needs
+//     net.ipv4.conf.<bridge>.route_localnet=1 (set by pkg/link, not here);
+//     such connections are masqueraded to the bridge address, and packets
+//     to 127.0.0.0/8 from any interface but lo are dropped before conntrack.
+//     There is no IPv6 equivalent: [::1] is not DNATed to containers.
+//   - Hairpin (a container reaching a published port, its own included) is
+//     masqueraded when source and destination are in one network. When
+//     br_netfilter is loaded the bridge port needs hairpin_mode for the
+//     own-port case (the translated packet is bridged back out of the port
+//     it came in on).
+//   - icc=false is enforced in the bridge family (frames bridged between
+//     ports, no br_netfilter needed) and, for routed or br_netfilter
+//     traffic, in inet forward. It is applied per attachment at ADD.
+//   - Anti-spoofing: frames from a container's port must carry its MAC, IPv4
+//     and ARP must use one of its IPv4 addresses (ARP also 0.0.0.0, and the
+//     ARP sender MAC must be its MAC), IPv6 one of its addresses, the
+//     EUI-64 link-local address of its MAC, or :: (DAD, MLD). Everything
+//     else, VLAN-tagged frames included, is dropped. In routed mode the
+//     same is enforced in inet prerouting (ARP is not seen there).
+//   - UDP conntrack entries for a published UDP port are deleted when the
+//     port is published or removed.
+//
+// # Coexistence and priorities
+//
+// nswire's base chains sit beside other tables (iptables-nft from Docker
+// or kube-proxy, kube-proxy's nftables tables) and never touch them:
+//
+//   - raw-pre at -300 (raw): spoofed packets and 127/8 martians are gone
+//     before conntrack (-200) creates entries for them.
+//   - nat-pre/nat-out at -100 (dstnat), nat-post at 100 (srcnat): the
+//     standard NAT priorities; the first NAT chain that binds a mapping
+//     wins, and nswire only matches its own ports and subnets.
+//   - forward at -10: just before the iptables filter FORWARD chain (0). It
+//     only drops; an accept in one base chain does not bypass another, so
+//     a host whose FORWARD policy is DROP (Docker sets one) must allow
+//     nswire's bridges itself (e.g. in DOCKER-USER).
+//   - bridge guard-pre at -300 and forward at -200 (filter): before
+//     br_netfilter (0), so spoofed frames never reach the inet hooks.
+package firewall

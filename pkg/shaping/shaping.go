@@ -1,0 +1,327 @@
+// Package shaping applies the CNI bandwidth capability to a container's
+// host-side veth with tc, over netlink only.
+//
+// Directions are the container's:
+//
+//   - ingress (traffic to the container) leaves the host through the host
+//     veth: a tbf qdisc (handle 1:) is the veth's root qdisc;
+//   - egress (traffic from the container) enters the host through the host
+//     veth: an ingress qdisc (ffff:) on the veth redirects every frame with a
+//     match-all u32 filter and a mirred action to an ifb device, whose root
+//     qdisc is a tbf. (The kernel has no police action here, and shaping
+//     queues where policing would drop, which TCP handles far better.)
+//
+// The ifb device is named from the host veth (IfbName) and carries the alias
+// "nswire-shaping/<hostIf>", so Remove finds it from the veth name alone and
+// never deletes an ifb it did not create.
+//
+// tbf parameters follow the reference bandwidth plugin: rate and burst
+// converted to bytes, latency 25 ms, limit = rate*latency + burst.
+package shaping
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Limits is the CNI bandwidth capability: rates in bits/s, bursts in bits.
+type Limits struct {
+	IngressRate  uint64 `json:"ingressRate,omitempty"`
+	IngressBurst uint64 `json:"ingressBurst,omitempty"`
+	EgressRate   uint64 `json:"egressRate,omitempty"`
+	EgressBurst  uint64 `json:"egressBurst,omitempty"`
+}
+
+// IsZero reports whether no shaping is asked for.
+func (l Limits) IsZero() bool { return l == Limits{} }
+
+const (
+	latencyMs   = 25
+	rootHandle  = 0x00010000 // 1:
+	aliasPrefix = "nswire-shaping/"
+)
+
+// IfbName is the ifb device that shapes a host veth's incoming traffic.
+func IfbName(hostIf string) string {
+	sum := sha256.Sum256([]byte(hostIf))
+	return "nsi" + hex.EncodeToString(sum[:6])
+}
+
+func invalid(msg string, args ...any) error {
+	return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf(msg, args...), "")
+}
+
+// Validate checks the limits before anything changes.
+func Validate(l Limits) error {
+	if err := validatePair("ingress", l.IngressRate, l.IngressBurst); err != nil {
+		return err
+	}
+	return validatePair("egress", l.EgressRate, l.EgressBurst)
+}
+
+func validatePair(dir string, rate, burst uint64) error {
+	switch {
+	case rate == 0 && burst == 0:
+		return nil
+	case rate == 0:
+		return invalid("bandwidth.%sBurst is set but bandwidth.%sRate is not", dir, dir)
+	case burst == 0:
+		return invalid("bandwidth.%sRate is set but bandwidth.%sBurst is not", dir, dir)
+	case rate < 8:
+		return invalid("bandwidth.%sRate %d bits/s is below the minimum of 8", dir, rate)
+	case burst < 8:
+		return invalid("bandwidth.%sBurst %d bits is below the minimum of 8", dir, burst)
+	case burst/8 >= math.MaxUint32:
+		return invalid("bandwidth.%sBurst %d bits exceeds 4 GiB", dir, burst)
+	}
+	if float64(burst/8)*float64(netlink.TIME_UNITS_PER_SEC)/float64(rate/8)*netlink.TickInUsec() >= math.MaxUint32 {
+		return invalid("bandwidth.%sBurst %d bits is too large for bandwidth.%sRate %d bits/s (the burst must drain in about an hour)", dir, burst, dir, rate)
+	}
+	return nil
+}
+
+// tbf builds the qdisc for a rate and burst (bits/s, bits).
+func tbf(linkIndex int, rate, burst uint64) *netlink.Tbf {
+	rateB, burstB := rate/8, burst/8
+	buffer := uint32(float64(burstB) * float64(netlink.TIME_UNITS_PER_SEC) / float64(rateB) * netlink.TickInUsec())
+	limit := uint32(float64(rateB)*latencyMs/1000) + uint32(burstB)
+	return &netlink.Tbf{
+		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: linkIndex, Handle: rootHandle, Parent: netlink.HANDLE_ROOT},
+		Rate:       rateB, Buffer: buffer, Limit: limit,
+	}
+}
+
+func ingressQdisc(linkIndex int) *netlink.Ingress {
+	return &netlink.Ingress{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: linkIndex,
+		Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_INGRESS}}
+}
+
+func handle(h *netlink.Handle) *netlink.Handle {
+	if h == nil {
+		return &netlink.Handle{} // the caller's namespace
+	}
+	return h
+}
+
+// Apply shapes hostIf (in the namespace of h) to l, replacing whatever
+// nswire shaping was there. Zero limits remove the shaping.
+func Apply(h *netlink.Handle, hostIf string, l Limits) error {
+	if err := Validate(l); err != nil {
+		return err
+	}
+	h = handle(h)
+	link, err := h.LinkByName(hostIf)
+	if err != nil {
+		return fmt.Errorf("shaping: host interface %s: %w", hostIf, err)
+	}
+	idx := link.Attrs().Index
+	if l.IngressRate > 0 {
+		if err := h.QdiscReplace(tbf(idx, l.IngressRate, l.IngressBurst)); err != nil {
+			return fmt.Errorf("shaping: tbf qdisc on %s: %w", hostIf, err)
+		}
+	} else if err := delRootTbf(h, link); err != nil {
+		return err
+	}
+	if l.EgressRate == 0 {
+		return removeEgress(h, hostIf, link)
+	}
+	ifb, err := ensureIfb(h, hostIf, link.Attrs().MTU)
+	if err != nil {
+		return err
+	}
+	if err := h.QdiscReplace(tbf(ifb.Attrs().Index, l.EgressRate, l.EgressBurst)); err != nil {
+		return fmt.Errorf("shaping: tbf qdisc on %s: %w", ifb.Attrs().Name, err)
+	}
+	if err := ensureIngress(h, link); err != nil {
+		return fmt.Errorf("shaping: ingress qdisc on %s: %w", hostIf, err)
+	}
+	filter := &netlink.U32{
+		FilterAttrs: netlink.FilterAttrs{LinkIndex: idx, Parent: netlink.MakeHandle(0xffff, 0),
+			Priority: 1, Protocol: unix.ETH_P_ALL},
+		ClassId:    netlink.MakeHandle(1, 1),
+		RedirIndex: ifb.Attrs().Index,
+		Actions: []netlink.Action{&netlink.MirredAction{ActionAttrs: netlink.ActionAttrs{Action: netlink.TC_ACT_STOLEN},
+			MirredAction: netlink.TCA_EGRESS_REDIR, Ifindex: ifb.Attrs().Index}},
+	}
+	if err := h.FilterReplace(filter); err != nil {
+		return fmt.Errorf("shaping: redirect filter on %s: %w", hostIf, err)
+	}
+	return nil
+}
+
+// ensureIngress adds the ingress qdisc unless present (it cannot be
+// replaced in place).
+func ensureIngress(h *netlink.Handle, link netlink.Link) error {
+	qs, err := h.QdiscList(link)
+	if err != nil {
+		return err
+	}
+	for _, q := range qs {
+		if _, ok := q.(*netlink.Ingress); ok {
+			return nil
+		}
+	}
+	return h.QdiscAdd(ingressQdisc(link.Attrs().Index))
+}
+
+func ensureIfb(h *netlink.Handle, hostIf string, mtu int) (netlink.Link, error) {
+	name := IfbName(hostIf)
+	l, err := h.LinkByName(name)
+	if err == nil {
+		if l.Attrs().Alias != aliasPrefix+hostIf {
+			return nil, fmt.Errorf("shaping: interface %s exists and is not nswire's", name)
+		}
+		return l, nil
+	}
+	if !isNotFound(err) {
+		return nil, err
+	}
+	err = h.LinkAdd(&netlink.Ifb{LinkAttrs: netlink.LinkAttrs{Name: name, MTU: mtu, TxQLen: 0}})
+	if err != nil {
+		return nil, fmt.Errorf("shaping: create ifb %s: %w", name, err)
+	}
+	if l, err = h.LinkByName(name); err != nil {
+		return nil, err
+	}
+	if err := h.LinkSetAlias(l, aliasPrefix+hostIf); err != nil {
+		return nil, err
+	}
+	if err := h.LinkSetUp(l); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+func isNotFound(err error) bool {
+	var nf netlink.LinkNotFoundError
+	return errors.As(err, &nf) || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENODEV)
+}
+
+func delRootTbf(h *netlink.Handle, link netlink.Link) error {
+	qs, err := h.QdiscList(link)
+	if err != nil {
+		return fmt.Errorf("shaping: list qdiscs of %s: %w", link.Attrs().Name, err)
+	}
+	for _, q := range qs {
+		if t, ok := q.(*netlink.Tbf); ok && t.Parent == netlink.HANDLE_ROOT && t.Handle == rootHandle {
+			if err := h.QdiscDel(t); err != nil && !isNotFound(err) {
+				return fmt.Errorf("shaping: delete tbf of %s: %w", link.Attrs().Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+func removeEgress(h *netlink.Handle, hostIf string, link netlink.Link) error {
+	var errs []error
+	if link != nil {
+		if err := h.QdiscDel(ingressQdisc(link.Attrs().Index)); err != nil && !isNotFound(err) && !errors.Is(err, unix.EINVAL) {
+			errs = append(errs, fmt.Errorf("shaping: delete ingress qdisc of %s: %w", hostIf, err))
+		}
+	}
+	if ifb, err := h.LinkByName(IfbName(hostIf)); err == nil {
+		if ifb.Attrs().Alias == aliasPrefix+hostIf {
+			if err := h.LinkDel(ifb); err != nil && !isNotFound(err) {
+				errs = append(errs, fmt.Errorf("shaping: delete %s: %w", ifb.Attrs().Name, err))
+			}
+		}
+	} else if !isNotFound(err) {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Remove deletes nswire's shaping of hostIf. A missing veth or ifb is
+// success; the ifb is deleted even when the veth is already gone.
+func Remove(h *netlink.Handle, hostIf string) error {
+	h = handle(h)
+	link, err := h.LinkByName(hostIf)
+	if err != nil && !isNotFound(err) {
+		return fmt.Errorf("shaping: host interface %s: %w", hostIf, err)
+	}
+	var errs []error
+	if err == nil {
+		errs = append(errs, delRootTbf(h, link))
+	} else {
+		link = nil
+	}
+	errs = append(errs, removeEgress(h, hostIf, link))
+	return errors.Join(errs...)
+}
+
+// Check verifies that hostIf is shaped exactly as l asks (and not at all
+// for zero limits), naming the first difference.
+func Check(h *netlink.Handle, hostIf string, l Limits) error {
+	h = handle(h)
+	link, err := h.LinkByName(hostIf)
+	if err != nil {
+		return fmt.Errorf("shaping: host interface %s: %w", hostIf, err)
+	}
+	if err := checkTbf(h, link, "ingress", l.IngressRate, l.IngressBurst); err != nil {
+		return err
+	}
+	ifb, err := h.LinkByName(IfbName(hostIf))
+	if l.EgressRate == 0 {
+		if err == nil {
+			return fmt.Errorf("shaping: bandwidth.egressRate is not set but %s shapes %s", ifb.Attrs().Name, hostIf)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("shaping: bandwidth.egressRate: ifb %s of %s: %w", IfbName(hostIf), hostIf, err)
+	}
+	if err := checkTbf(h, ifb, "egress", l.EgressRate, l.EgressBurst); err != nil {
+		return err
+	}
+	filters, err := h.FilterList(link, netlink.MakeHandle(0xffff, 0))
+	if err != nil {
+		return fmt.Errorf("shaping: bandwidth.egressRate: no ingress qdisc on %s: %w", hostIf, err)
+	}
+	for _, f := range filters {
+		if u, ok := f.(*netlink.U32); ok {
+			for _, a := range u.Actions {
+				if m, ok := a.(*netlink.MirredAction); ok && m.Ifindex == ifb.Attrs().Index {
+					return nil
+				}
+			}
+		}
+	}
+	return fmt.Errorf("shaping: bandwidth.egressRate: no filter on %s redirects to %s", hostIf, ifb.Attrs().Name)
+}
+
+func checkTbf(h *netlink.Handle, link netlink.Link, dir string, rate, burst uint64) error {
+	qs, err := h.QdiscList(link)
+	if err != nil {
+		return fmt.Errorf("shaping: list qdiscs of %s: %w", link.Attrs().Name, err)
+	}
+	var got *netlink.Tbf
+	for _, q := range qs {
+		if t, ok := q.(*netlink.Tbf); ok && t.Parent == netlink.HANDLE_ROOT {
+			got = t
+		}
+	}
+	name := link.Attrs().Name
+	switch {
+	case rate == 0 && got != nil:
+		return fmt.Errorf("shaping: bandwidth.%sRate is not set but %s has a tbf qdisc", dir, name)
+	case rate == 0:
+		return nil
+	case got == nil:
+		return fmt.Errorf("shaping: bandwidth.%sRate %d: no tbf qdisc on %s", dir, rate, name)
+	}
+	want := tbf(0, rate, burst)
+	if got.Rate != want.Rate {
+		return fmt.Errorf("shaping: bandwidth.%sRate: %s shapes to %d bits/s, want %d", dir, name, got.Rate*8, rate)
+	}
+	if d := int64(got.Buffer) - int64(want.Buffer); d > 1 || d < -1 {
+		return fmt.Errorf("shaping: bandwidth.%sBurst: %s has buffer %d ticks, want %d (burst %d bits)", dir, name, got.Buffer, want.Buffer, burst)
+	}
+	return nil
+}

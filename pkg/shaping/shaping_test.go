@@ -1,0 +1,239 @@
+package shaping
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/containernetworking/plugins/pkg/testutils"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+func TestValidate(t *testing.T) {
+	for _, tc := range []struct {
+		l    Limits
+		want string
+	}{
+		{Limits{IngressRate: 1000}, "bandwidth.ingressRate is set but bandwidth.ingressBurst is not"},
+		{Limits{EgressBurst: 1000}, "bandwidth.egressBurst is set but bandwidth.egressRate is not"},
+		{Limits{EgressRate: 4, EgressBurst: 1000}, "bandwidth.egressRate 4"},
+		{Limits{IngressRate: 1000, IngressBurst: 1 << 40}, "bandwidth.ingressBurst"},
+		{Limits{IngressRate: 8, IngressBurst: 1 << 34}, "bandwidth.ingressBurst"},
+	} {
+		err := Validate(tc.l)
+		var e *types.Error
+		if !errors.As(err, &e) || e.Code != types.ErrInvalidNetworkConfig || !strings.Contains(e.Msg, tc.want) {
+			t.Errorf("Validate(%+v) = %v, want code 7 with %q", tc.l, err, tc.want)
+		}
+	}
+	if err := Validate(Limits{IngressRate: 1e6, IngressBurst: 1e5, EgressRate: 1e9, EgressBurst: 1e6}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type pair struct {
+	host, ctr ns.NetNS
+	hh        *netlink.Handle
+	hostIf    string
+}
+
+func newNS(t *testing.T) ns.NetNS {
+	n, err := testutils.NewNS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close(); _ = testutils.UnmountNS(n) })
+	return n
+}
+
+// newPair builds host netns <-veth-> container netns: 10.9.0.1 / 10.9.0.2.
+func newPair(t *testing.T) *pair {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	p := &pair{host: newNS(t), ctr: newNS(t), hostIf: "nswtest0"}
+	var err error
+	if p.hh, err = netlink.NewHandleAt(netns.NsHandle(p.host.Fd())); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.hh.Close)
+	ch, err := netlink.NewHandleAt(netns.NsHandle(p.ctr.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ch.Close)
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: p.hostIf}, PeerName: "eth0", PeerNamespace: netlink.NsFd(p.ctr.Fd())}
+	if err := p.hh.LinkAdd(veth); err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range []struct {
+		h    *netlink.Handle
+		name string
+		addr string
+	}{{p.hh, p.hostIf, "10.9.0.1/24"}, {ch, "eth0", "10.9.0.2/24"}} {
+		l, err := x.h.LinkByName(x.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, _ := netlink.ParseAddr(x.addr)
+		if err := x.h.AddrAdd(l, a); err != nil {
+			t.Fatal(err)
+		}
+		if err := x.h.LinkSetUp(l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return p
+}
+
+// throughput sends as fast as possible from `from` to a sink in `to` and
+// returns the rate in bits/s measured by the receiver over a 2 s window
+// that starts 300 ms after the first byte (past the initial burst).
+func throughput(t *testing.T, from, to ns.NetNS, addr string) float64 {
+	var ln net.Listener
+	if err := to.Do(func(ns.NetNS) (err error) { ln, err = net.Listen("tcp", addr); return }); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var got atomic.Int64
+	first := make(chan struct{})
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 64<<10)
+		once := false
+		for {
+			n, err := c.Read(buf)
+			if n > 0 && !once {
+				once = true
+				close(first)
+			}
+			got.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	}()
+	var c net.Conn
+	if err := from.Do(func(ns.NetNS) (err error) { c, err = net.DialTimeout("tcp", addr, time.Second); return }); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			select {
+			case <-stop:
+				c.Close()
+				return
+			default:
+			}
+			_ = c.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+			if _, err := c.Write(buf); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+				if !errors.Is(err, io.EOF) {
+					return
+				}
+			}
+		}
+	}()
+	defer close(stop)
+	select {
+	case <-first:
+	case <-time.After(2 * time.Second):
+		t.Fatal("no data")
+	}
+	time.Sleep(300 * time.Millisecond)
+	c0, t0 := got.Load(), time.Now()
+	time.Sleep(2 * time.Second)
+	c1, t1 := got.Load(), time.Now()
+	return float64(c1-c0) * 8 / t1.Sub(t0).Seconds()
+}
+
+func within(t *testing.T, dir string, got, want float64) {
+	t.Logf("%s: measured %.2f Mbit/s, limit %.2f Mbit/s (%.1f%%)", dir, got/1e6, want/1e6, 100*got/want)
+	if got < want*0.85 || got > want*1.15 {
+		t.Errorf("%s: %.2f Mbit/s is not within 15%% of %.2f Mbit/s", dir, got/1e6, want/1e6)
+	}
+}
+
+func TestBandwidth(t *testing.T) {
+	p := newPair(t)
+	const rate, burst = 20e6, 256e3
+	l := Limits{IngressRate: rate, IngressBurst: burst, EgressRate: rate / 2, EgressBurst: burst}
+	if err := Apply(p.hh, p.hostIf, l); err != nil {
+		t.Fatal(err)
+	}
+	if err := Check(p.hh, p.hostIf, l); err != nil {
+		t.Fatal(err)
+	}
+	// Container ingress: host -> container; container egress: the reverse.
+	within(t, "ingress", throughput(t, p.host, p.ctr, "10.9.0.2:5001"), rate)
+	within(t, "egress", throughput(t, p.ctr, p.host, "10.9.0.1:5002"), rate/2)
+}
+
+func TestApplyCheckRemove(t *testing.T) {
+	p := newPair(t)
+	l := Limits{IngressRate: 1e6, IngressBurst: 1e5, EgressRate: 2e6, EgressBurst: 1e5}
+	if err := Apply(p.hh, p.hostIf, l); err != nil {
+		t.Fatal(err)
+	}
+	if err := Apply(p.hh, p.hostIf, l); err != nil { // idempotent
+		t.Fatal(err)
+	}
+	if err := Check(p.hh, p.hostIf, l); err != nil {
+		t.Fatal(err)
+	}
+	other := l
+	other.EgressRate = 3e6
+	if err := Check(p.hh, p.hostIf, other); err == nil || !strings.Contains(err.Error(), "egressRate") {
+		t.Fatalf("Check with other egress rate = %v", err)
+	}
+	// Change to ingress only: the ifb goes away.
+	in := Limits{IngressRate: 1e6, IngressBurst: 1e5}
+	if err := Apply(p.hh, p.hostIf, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := Check(p.hh, p.hostIf, in); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.hh.LinkByName(IfbName(p.hostIf)); err == nil {
+		t.Fatal("ifb left after egress limit removed")
+	}
+	if err := Apply(p.hh, p.hostIf, l); err != nil {
+		t.Fatal(err)
+	}
+	// Removing twice, and after the veth is gone, is fine; the ifb goes.
+	if err := Remove(p.hh, p.hostIf); err != nil {
+		t.Fatal(err)
+	}
+	if err := Check(p.hh, p.hostIf, Limits{}); err != nil {
+		t.Fatalf("after Remove: %v", err)
+	}
+	if err := Apply(p.hh, p.hostIf, l); err != nil {
+		t.Fatal(err)
+	}
+	link, _ := p.hh.LinkByName(p.hostIf)
+	if err := p.hh.LinkDel(link); err != nil {
+		t.Fatal(err)
+	}
+	if err := Remove(p.hh, p.hostIf); err != nil {
+		t.Fatal(err)
+	}
+	if err := Remove(p.hh, p.hostIf); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.hh.LinkByName(IfbName(p.hostIf)); err == nil {
+		t.Fatal("ifb left after Remove without veth")
+	}
+}

@@ -28,7 +28,7 @@ cleanup() {
 	nft delete table inet nswire 2>/dev/null || true
 	nft delete table bridge nswire 2>/dev/null || true
 	rm -rf "$NETCONFPATH" /var/lib/cni/networks/nswire
-	echo "left behind: $(ip -o link show | grep -c ' nsw' || true) nswire links"
+	echo "left behind: $(ip -o link show | grep -c ' nsw[0-9a-f]\{12\}[:@]' || true) nswire links"
 }
 trap cleanup EXIT
 
@@ -41,8 +41,8 @@ run ip netns add $b
 
 say "ADD: cnitool add nswire (conf/10-nswire.conflist); container b publishes host port 8080 -> 80"
 run cnitool add nswire /var/run/netns/$a
-CAP_ARGS='{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}]}' \
-	run cnitool add nswire /var/run/netns/$b
+ports='{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}]}'
+CAP_ARGS=$ports run cnitool add nswire /var/run/netns/$b
 
 say "inside container a"
 run ip netns exec $a ip -br addr
@@ -61,7 +61,7 @@ run ip netns exec $b ping -c 2 -W 2 "$ipa"
 run ip netns exec $a ping -c 2 -W 2 "$gw"
 
 say "published port: a tiny HTTP server in b on :80, reached from the host on 127.0.0.1:8080 and $gw:8080"
-ip netns exec $b socat TCP-LISTEN:80,fork,reuseaddr SYSTEM:'printf "HTTP/1.0 200 OK\r\n\r\nhello from container b\n"' &
+ip netns exec $b socat TCP-LISTEN:80,fork,reuseaddr SYSTEM:'echo HTTP/1.0 200 OK; echo; echo hello from container b' &
 server=$!
 sleep 0.3
 run socat -T2 - TCP:127.0.0.1:8080 </dev/null
@@ -69,12 +69,12 @@ run socat -T2 - TCP:"$gw":8080 </dev/null
 say "hairpin: container a reaches b's published port through the host"
 run ip netns exec $a socat -T2 - TCP:"$gw":8080 </dev/null
 
-say "CHECK: both attachments are as ADD left them"
+say "CHECK: both attachments are as ADD left them (a runtime repeats the capability args)"
 run cnitool check nswire /var/run/netns/$a
-run cnitool check nswire /var/run/netns/$b
+CAP_ARGS=$ports run cnitool check nswire /var/run/netns/$b
 echo "CHECK passed"
 
 say "DEL both"
 run cnitool del nswire /var/run/netns/$a
-run cnitool del nswire /var/run/netns/$b
+CAP_ARGS=$ports run cnitool del nswire /var/run/netns/$b
 echo "demo finished: two containers wired, pinged, port published and answered, checked and deleted"

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -88,7 +89,8 @@ func Result(t T, r types.Result) *current.Result {
 
 // ErrCode extracts the CNI error code, 0 when err is not a CNI error.
 func ErrCode(err error) uint {
-	if e, ok := err.(*types.Error); ok {
+	var e *types.Error
+	if errors.As(err, &e) {
 		return e.Code
 	}
 	return 0

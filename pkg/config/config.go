@@ -40,8 +40,11 @@ type Net struct {
 	Isolation   *bool  `json:"isolation"`
 	ICC         *bool  `json:"icc"`
 	Internal    bool   `json:"internal"`
-	LogFile     string `json:"logFile"`
-	LogLevel    string `json:"logLevel"`
+	// NonMasqueradeCIDRs are destinations reached without masquerade (the
+	// cluster's pod CIDR on a Kubernetes node).
+	NonMasqueradeCIDRs []string `json:"nonMasqueradeCIDRs"`
+	LogFile            string   `json:"logFile"`
+	LogLevel           string   `json:"logLevel"`
 
 	RuntimeConfig RuntimeConfig `json:"runtimeConfig"`
 	Args          *Args         `json:"args"`
@@ -49,6 +52,8 @@ type Net struct {
 	// MAC is the container MAC requested through the mac capability,
 	// args.cni.mac or CNI_ARGS MAC=, in that order of precedence.
 	MAC net.HardwareAddr `json:"-"`
+	// NoMasquerade is NonMasqueradeCIDRs parsed.
+	NoMasquerade []*net.IPNet `json:"-"`
 }
 
 // RuntimeConfig holds the capability arguments nswire understands.
@@ -192,6 +197,13 @@ func (n *Net) Validate() error {
 	}
 	if _, ok := logLevels[n.LogLevel]; !ok {
 		return invalid("logLevel", "%q is not one of debug, info, warn, error", n.LogLevel)
+	}
+	for i, c := range n.NonMasqueradeCIDRs {
+		_, ipn, err := net.ParseCIDR(c)
+		if err != nil {
+			return invalid(fmt.Sprintf("nonMasqueradeCIDRs[%d]", i), "%q is not a CIDR", c)
+		}
+		n.NoMasquerade = append(n.NoMasquerade, ipn)
 	}
 	if err := n.validateCapabilities(); err != nil {
 		return err

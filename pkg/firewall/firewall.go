@@ -388,13 +388,15 @@ func queueNetwork(c *nftables.Conn, n Network, remove bool) error {
 		if len(subs) == 0 {
 			continue
 		}
-		var single, pairs []nftables.SetElement
+		var single []nftables.SetElement
 		for _, s := range subs {
 			single = append(single, intervalElems(s, fam)...)
-			for _, d := range subs {
-				sf, sl := bounds(s, fam)
-				df, dl := bounds(d, fam)
-				pairs = append(pairs, nftables.SetElement{Key: concat(sf, df), KeyEnd: concat(sl, dl)})
+		}
+		pairs := pairElems(subs, subs, fam)
+		var noMasq []*net.IPNet
+		for _, d := range n.NoMasquerade {
+			if d != nil && famOf(d.IP) == fam {
+				noMasq = append(noMasq, d)
 			}
 		}
 		for _, x := range []struct {
@@ -408,13 +410,31 @@ func queueNetwork(c *nftables.Conn, n Network, remove bool) error {
 			{sN(nsMasq, fam), single, n.IPMasq && !n.Internal},
 			{sN(nsInternal, fam), single, n.Internal},
 			{sN(nsNoICC, fam), pairs, !n.ICC},
+			{sN(nsNoMasq, fam), pairElems(subs, noMasq, fam), true},
 		} {
+			if len(x.els) == 0 {
+				continue
+			}
 			if err := assertElems(c, setDef(inetTable, x.set), x.els, x.want && !remove); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// pairElems encodes every (source prefix . destination prefix) pair for a
+// concatenated interval set.
+func pairElems(srcs, dsts []*net.IPNet, fam int) []nftables.SetElement {
+	var els []nftables.SetElement
+	for _, s := range srcs {
+		for _, d := range dsts {
+			sf, sl := bounds(s, fam)
+			df, dl := bounds(d, fam)
+			els = append(els, nftables.SetElement{Key: concat(sf, df), KeyEnd: concat(sl, dl)})
+		}
+	}
+	return els
 }
 
 func assertElems(c *nftables.Conn, s *nftables.Set, els []nftables.SetElement, want bool) error {

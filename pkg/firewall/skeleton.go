@@ -47,6 +47,7 @@ const (
 	nsInternal = "internal" // subnets of internal networks
 	nsIntra    = "intra"    // pairs (a . b) of subnets of one network
 	nsNoICC    = "noicc"    // pairs of subnets of networks with icc=false
+	nsNoMasq   = "nomasq"   // pairs (subnet . destination) never masqueraded
 )
 
 func sN(base string, fam int) string {
@@ -98,7 +99,7 @@ func setDef(t *nftables.Table, name string) *nftables.Set {
 		fam = 6
 	}
 	switch name[:len(name)-1] {
-	case nsIntra, nsNoICC:
+	case nsIntra, nsNoICC, nsNoMasq:
 		return &nftables.Set{Table: t, Name: name, Interval: true, Concatenation: true,
 			KeyType: nftables.MustConcatSetType(addrType(fam), addrType(fam))}
 	default:
@@ -109,7 +110,7 @@ func setDef(t *nftables.Table, name string) *nftables.Set {
 func inetSetNames() []string {
 	names := []string{setGuard, "ports4", "ports4any", "ports6", "ports6any"}
 	for _, fam := range []int{4, 6} {
-		for _, b := range []string{nsNets, nsIso, nsMasq, nsInternal, nsIntra, nsNoICC} {
+		for _, b := range []string{nsNets, nsIso, nsMasq, nsInternal, nsIntra, nsNoICC, nsNoMasq} {
 			names = append(names, sN(b, fam))
 		}
 	}
@@ -214,7 +215,7 @@ func skeletonChains() []chainRules {
 		post = append(post,
 			cat(ctDNAT(), nfproto(fam), pair, []expr.Any{lookup(sN(nsIntra, fam), reg32, false), &expr.Masq{}}),
 			cat(nfproto(fam), []expr.Any{saddr(fam, reg1), lookup(sN(nsMasq, fam), reg1, false)},
-				pair, []expr.Any{lookup(sN(nsIntra, fam), reg32, true), &expr.Masq{}}))
+				pair, []expr.Any{lookup(sN(nsIntra, fam), reg32, true), lookup(sN(nsNoMasq, fam), reg32, true), &expr.Masq{}}))
 	}
 	put(baseChain(inetTable, "nat-post", nat, nftables.ChainHookPostrouting, PrioSrcNAT), post...)
 

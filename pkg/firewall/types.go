@@ -25,6 +25,9 @@ type Network struct {
 	Isolation bool         // no traffic to/from other nswire networks
 	ICC       bool         // container-to-container traffic inside the network
 	Internal  bool         // nothing leaves or enters the network (no masquerade)
+	// NoMasquerade are destinations reached without masquerade, such as
+	// the cluster's pod CIDR on a Kubernetes node (routed between nodes).
+	NoMasquerade []*net.IPNet
 }
 
 // Attachment is one container interface on a network.

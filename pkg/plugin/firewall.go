@@ -15,7 +15,7 @@ import (
 func fwNetwork(n *config.Net, res *current.Result) firewall.Network {
 	fn := firewall.Network{
 		Name: n.Name, IPMasq: n.Masquerade(), Isolation: n.Isolated(),
-		ICC: n.InterContainer(), Internal: n.Internal,
+		ICC: n.InterContainer(), Internal: n.Internal, NoMasquerade: n.NoMasquerade,
 	}
 	if n.Bridged() {
 		fn.Bridge = n.Bridge

@@ -8,6 +8,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/nswire/nswire/pkg/config"
 	"github.com/nswire/nswire/pkg/link"
@@ -143,14 +144,16 @@ func zeroIP(v4 bool) net.IP {
 
 // defaultMTU is the MTU of the interface the host's default route uses, so
 // containers do not fragment or black-hole behind a tunnel or jumbo uplink.
-// RouteGet is a FIB lookup: no packet leaves.
+// RouteGet is a FIB lookup of a documentation address: no packet leaves. A
+// local or loopback answer (the host owns that address, or has no default
+// route) falls back to Ethernet's 1500.
 func defaultMTU() int {
 	routes, err := netlink.RouteGet(net.ParseIP("192.0.2.1"))
-	if err != nil || len(routes) == 0 || routes[0].LinkIndex == 0 {
+	if err != nil || len(routes) == 0 || routes[0].LinkIndex <= 1 || routes[0].Type == unix.RTN_LOCAL {
 		return 1500
 	}
 	l, err := netlink.LinkByIndex(routes[0].LinkIndex)
-	if err != nil || l.Attrs().MTU < 68 {
+	if err != nil || l.Attrs().MTU < 68 || l.Attrs().MTU > 65535 || l.Attrs().Flags&net.FlagLoopback != 0 {
 		return 1500
 	}
 	return l.Attrs().MTU

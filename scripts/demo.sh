@@ -33,7 +33,7 @@ cleanup() {
 trap cleanup EXIT
 
 say "building nswire into ./bin"
-run go build -o bin/ ./plugins/main/nswire ./plugins/ipam/nswire-ipam
+run make -s build
 
 say "creating two namespaces that play containers"
 run ip netns add $a

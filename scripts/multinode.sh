@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ref="${NSWIRE_REF_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/nswire/ref-v1.10.0}"
-go build -o bin/ ./plugins/main/nswire ./plugins/ipam/nswire-ipam
+make -s build
 work=$(mktemp -d)
 p=nswmn
 cleanup() {

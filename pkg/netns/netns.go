@@ -10,6 +10,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	vns "github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // NS is an open network namespace with a netlink handle bound to it.
@@ -32,7 +33,7 @@ func Open(path string) (*NS, error) {
 		}
 		return nil, fmt.Errorf("open netns %q: %w", path, err)
 	}
-	h, err := netlink.NewHandleAt(vns.NsHandle(n.Fd()))
+	h, err := netlink.NewHandleAt(vns.NsHandle(n.Fd()), unix.NETLINK_ROUTE)
 	if err != nil {
 		n.Close()
 		return nil, fmt.Errorf("netlink handle in %q: %w", path, err)

@@ -107,7 +107,8 @@ func Supports(v, verb string) bool {
 // and returns it. Call it from TestMain.
 func BuildPlugins(dir string, pkgs ...string) error {
 	for _, p := range pkgs {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, filepath.Base(p)), "github.com/nswire/nswire/"+p)
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", filepath.Join(dir, filepath.Base(p)), "github.com/nswire/nswire/"+p)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // static, as `make build` ships it
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		if err := cmd.Run(); err != nil {
 			return err

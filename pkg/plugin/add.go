@@ -26,7 +26,7 @@ func Funcs() skel.CNIFuncs {
 // Add wires one container: IPAM, bridge, veth, container side, and prints
 // the result. Any failure undoes what this call made.
 func Add(args *skel.CmdArgs) (err error) {
-	t := newTrace("ADD", args)
+	t, n, err := start("ADD", args)
 	var undo rollback
 	defer func() {
 		var undoErrs []error
@@ -35,11 +35,9 @@ func Add(args *skel.CmdArgs) (err error) {
 		}
 		t.finish(err, undoErrs)
 	}()
-	n, err := config.Load(args.StdinData, args.Args)
 	if err != nil {
 		return err
 	}
-	t.configure(n)
 	cns, err := netns.Open(args.Netns)
 	if err != nil {
 		return err

@@ -23,13 +23,11 @@ const ErrCheckFailed uint = 100
 // Check compares the kernel with the prevResult ADD returned: IPAM
 // reservation, bridge, host end, container end, addresses and routes.
 func Check(args *skel.CmdArgs) (err error) {
-	t := newTrace("CHECK", args)
+	t, n, err := start("CHECK", args)
 	defer func() { t.finish(err, nil) }()
-	n, err := config.Load(args.StdinData, args.Args)
 	if err != nil {
 		return err
 	}
-	t.configure(n)
 	if n.PrevResult == nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, "prevResult: required by CHECK", "")
 	}

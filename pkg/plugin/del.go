@@ -5,7 +5,6 @@ import (
 
 	"github.com/containernetworking/cni/pkg/skel"
 
-	"github.com/nswire/nswire/pkg/config"
 	"github.com/nswire/nswire/pkg/link"
 	"github.com/nswire/nswire/pkg/shaping"
 )
@@ -14,13 +13,11 @@ import (
 // netns nor a prevResult: names derive from the identity. Each step runs
 // whatever the others did; only real failures are reported.
 func Del(args *skel.CmdArgs) (err error) {
-	t := newTrace("DEL", args)
+	t, n, err := start("DEL", args)
 	defer func() { t.finish(err, nil) }()
-	n, err := config.Load(args.StdinData, args.Args)
 	if err != nil {
 		return err
 	}
-	t.configure(n)
 	hostName, alias := identity(n, args)
 	// The host end goes first so the address is unreachable before IPAM
 	// may hand it out again.

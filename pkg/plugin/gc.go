@@ -15,13 +15,11 @@ import (
 // cni.dev/valid-attachments, then lets IPAM do the same. Links without
 // nswire's marker, or of other networks, are never touched.
 func GC(args *skel.CmdArgs) (err error) {
-	t := newTrace("GC", args)
+	t, n, err := start("GC", args)
 	defer func() { t.finish(err, nil) }()
-	n, err := config.Load(args.StdinData, args.Args)
 	if err != nil {
 		return err
 	}
-	t.configure(n)
 	valid := map[string]bool{}
 	for _, a := range n.ValidAttachments {
 		valid[a.ContainerID+"/"+a.IfName] = true

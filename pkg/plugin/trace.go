@@ -28,6 +28,19 @@ func newTrace(verb string, args *skel.CmdArgs) *trace {
 	return &trace{verb: verb, args: args, start: now, last: now}
 }
 
+// start begins the trace of a verb and loads its config; the trace is
+// returned even when the config is bad, so the failure is still logged
+// when a log file could be named.
+func start(verb string, args *skel.CmdArgs) (*trace, *config.Net, error) {
+	t := newTrace(verb, args)
+	n, err := config.Load(args.StdinData, args.Args)
+	if err != nil {
+		return t, nil, err
+	}
+	t.configure(n)
+	return t, n, nil
+}
+
 // configure takes the log settings once the config is loaded.
 func (t *trace) configure(n *config.Net) {
 	t.network, t.logFile = n.Name, n.LogFile

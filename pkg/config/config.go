@@ -40,6 +40,9 @@ type Net struct {
 	Isolation   *bool  `json:"isolation"`
 	ICC         *bool  `json:"icc"`
 	Internal    bool   `json:"internal"`
+	// MACSpoofCheck pins the container's MAC in anti-spoofing; a chained
+	// plugin that changes the MAC afterwards (tuning) needs it off.
+	MACSpoofCheck *bool `json:"macSpoofCheck"`
 	// NonMasqueradeCIDRs are destinations reached without masquerade (the
 	// cluster's pod CIDR on a Kubernetes node).
 	NonMasqueradeCIDRs []string `json:"nonMasqueradeCIDRs"`
@@ -99,6 +102,9 @@ func (n *Net) Masquerade() bool {
 // sender, which a container needs to reach its own published port when
 // br_netfilter makes the bridge see the DNATed packet. On by default.
 func (n *Net) Hairpin() bool { return n.HairpinMode == nil || *n.HairpinMode }
+
+// PinMAC reports whether anti-spoofing checks the container's MAC.
+func (n *Net) PinMAC() bool { return n.MACSpoofCheck == nil || *n.MACSpoofCheck }
 
 // Isolated reports whether other nswire networks are kept out.
 func (n *Net) Isolated() bool { return n.Isolation == nil || *n.Isolation }

@@ -3,6 +3,7 @@ package link
 import (
 	"fmt"
 	"net"
+	"slices"
 
 	"github.com/vishvananda/netlink"
 )
@@ -21,6 +22,12 @@ func ConfigureRoutedHost(host netlink.Link, gateways []net.IP, containerAddrs []
 		}
 		if err := addAddr(netlink.AddrAdd, host, ipn); err != nil {
 			return fmt.Errorf("add gateway %s to %q: %w", gw, host.Attrs().Name, err)
+		}
+	}
+	if slices.ContainsFunc(gateways, func(ip net.IP) bool { return ip.To4() != nil }) {
+		// As on the bridge: lets the host DNAT 127.0.0.1:hostPort here.
+		if err := setSysctl("net/ipv4/conf/"+host.Attrs().Name+"/route_localnet", "1"); err != nil {
+			return fmt.Errorf("%q route_localnet: %w", host.Attrs().Name, err)
 		}
 	}
 	for _, a := range containerAddrs {

@@ -43,8 +43,10 @@ func fwAttachment(n *config.Net, containerID, ifName, hostIf string, res *curren
 		addr := ipc.Address
 		a.IPs = append(a.IPs, &addr)
 	}
-	if len(res.Interfaces) > 0 {
-		a.MAC, _ = net.ParseMAC(res.Interfaces[len(res.Interfaces)-1].Mac)
+	for _, ifc := range res.Interfaces {
+		if ifc.Name == ifName && ifc.Sandbox != "" && n.PinMAC() {
+			a.MAC, _ = net.ParseMAC(ifc.Mac)
+		}
 	}
 	return a
 }

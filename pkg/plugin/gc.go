@@ -1,8 +1,10 @@
 package plugin
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 
 	"github.com/containernetworking/cni/pkg/skel"
 
@@ -26,7 +28,7 @@ func GC(args *skel.CmdArgs) (err error) {
 	}
 	linkErr := gcLinks(n.Name, valid)
 	t.step("links")
-	fwErr := gcFirewall(n)
+	fwErr := gcFirewall(n, configuredSubnets(args.StdinData))
 	t.step("firewall")
 	ipamErr := newIPAM(n, args).gc()
 	t.step("ipam")
@@ -54,11 +56,43 @@ func gcLinks(network string, valid map[string]bool) error {
 	return errors.Join(errs...)
 }
 
-func gcFirewall(n *config.Net) error {
+func gcFirewall(n *config.Net, subnets []*net.IPNet) error {
 	fw, err := openFirewall()
 	if err != nil {
 		return err
 	}
 	defer fw.Close()
-	return fw.GC(fwNetwork(n, nil), n.ValidAttachments)
+	fn := fwNetwork(n, nil)
+	fn.Subnets = subnets
+	return fw.GC(fn, n.ValidAttachments)
+}
+
+// configuredSubnets reads the subnets of a host-local style ipam section
+// (ranges, or the legacy flat subnet), so GC can drop the network-level
+// firewall elements once no attachment is left.
+func configuredSubnets(stdin []byte) []*net.IPNet {
+	var c struct {
+		IPAM struct {
+			Subnet string `json:"subnet"`
+			Ranges [][]struct {
+				Subnet string `json:"subnet"`
+			} `json:"ranges"`
+		} `json:"ipam"`
+	}
+	if json.Unmarshal(stdin, &c) != nil {
+		return nil
+	}
+	raw := []string{c.IPAM.Subnet}
+	for _, set := range c.IPAM.Ranges {
+		for _, r := range set {
+			raw = append(raw, r.Subnet)
+		}
+	}
+	var out []*net.IPNet
+	for _, s := range raw {
+		if _, n, err := net.ParseCIDR(s); err == nil {
+			out = append(out, n)
+		}
+	}
+	return out
 }

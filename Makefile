@@ -23,6 +23,7 @@ deps:
 test: deps
 	$(GO) vet ./...
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m ./...
+	bash scripts/multinode.sh
 
 demo: deps
 	bash scripts/demo.sh

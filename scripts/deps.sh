@@ -11,6 +11,9 @@ have nft || need+=(nftables)
 have iptables || need+=(iptables)
 have socat || need+=(socat)
 have conntrack || need+=(conntrack)
+have podman || need+=(podman)
+have runc || need+=(runc)
+[[ -x /bin/busybox ]] || need+=(busybox-static)
 
 if ((${#need[@]})); then
 	echo "deps: installing ${need[*]}"

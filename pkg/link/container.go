@@ -27,30 +27,32 @@ const loopbackIndex = 1
 // ConfigureContainer brings lo and the container end up with addresses and
 // routes. The kernel announces the new MAC itself (arp_notify,
 // ndisc_notify) when the link comes up, so peers learn it at once.
-func ConfigureContainer(n *netns.NS, s ContainerSpec) (netlink.Link, error) {
+// It returns the routes it installed (see addRoutes).
+func ConfigureContainer(n *netns.NS, s ContainerSpec) (netlink.Link, []*types.Route, error) {
 	h := n.Handle()
 	if err := h.LinkSetUp(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: loopbackIndex}}); err != nil {
-		return nil, fmt.Errorf("set lo up: %w", err)
+		return nil, nil, fmt.Errorf("set lo up: %w", err)
 	}
 	l, err := h.LinkByName(s.IfName)
 	if err != nil {
-		return nil, fmt.Errorf("look up %q in container: %w", s.IfName, err)
+		return nil, nil, fmt.Errorf("look up %q in container: %w", s.IfName, err)
 	}
 	if err := n.Do(func() error { return containerSysctls(s.IfName, hasV6(s.Addrs)) }); err != nil {
-		return nil, fmt.Errorf("sysctls of %q: %w", s.IfName, err)
+		return nil, nil, fmt.Errorf("sysctls of %q: %w", s.IfName, err)
 	}
 	for _, a := range s.Addrs {
 		if err := addAddr(h.AddrAdd, l, a); err != nil {
-			return nil, fmt.Errorf("add %s to %q: %w", a, s.IfName, err)
+			return nil, nil, fmt.Errorf("add %s to %q: %w", a, s.IfName, err)
 		}
 	}
 	if err := h.LinkSetUp(l); err != nil {
-		return nil, fmt.Errorf("set %q up: %w", s.IfName, err)
+		return nil, nil, fmt.Errorf("set %q up: %w", s.IfName, err)
 	}
-	if err := addRoutes(h, l.Attrs().Index, s); err != nil {
-		return nil, err
+	routes, err := addRoutes(h, l.Attrs().Index, s)
+	if err != nil {
+		return nil, nil, err
 	}
-	return l, nil
+	return l, routes, nil
 }
 
 func containerSysctls(ifName string, v6 bool) error {
@@ -70,25 +72,69 @@ func containerSysctls(ifName string, v6 bool) error {
 	return nil
 }
 
-func addRoutes(h *netlink.Handle, index int, s ContainerSpec) error {
+// addRoutes installs the on-link routes, then s.Routes, and returns the
+// routes it installed. A default route that another interface already holds
+// (the container's first network) is left to it and out of the result; any
+// other clash is a configuration error.
+func addRoutes(h *netlink.Handle, index int, s ContainerSpec) ([]*types.Route, error) {
 	for _, gw := range s.OnLink {
 		r := &netlink.Route{LinkIndex: index, Dst: hostNet(gw), Scope: netlink.SCOPE_LINK}
 		if err := routeAdd(h.RouteAdd, r); err != nil {
-			return fmt.Errorf("add on-link route to %s: %w", gw, err)
+			return nil, fmt.Errorf("add on-link route to %s: %w", gw, err)
 		}
 	}
+	installed := make([]*types.Route, 0, len(s.Routes))
 	for _, rt := range s.Routes {
-		r := &netlink.Route{LinkIndex: index, Dst: &rt.Dst, Gw: rt.GW, Priority: rt.Priority}
-		if rt.MTU > 0 {
-			r.MTU = rt.MTU
+		r := &netlink.Route{LinkIndex: index, Dst: &rt.Dst, Gw: rt.GW, Priority: rt.Priority, MTU: rt.MTU}
+		err := h.RouteAdd(r)
+		switch {
+		case errors.Is(err, unix.EEXIST):
+			err = routeClash(h, r, index)
+			if errors.Is(err, errOtherDefault) {
+				continue
+			}
+		case errors.Is(err, unix.ENETUNREACH):
+			err = types.NewError(types.ErrInvalidNetworkConfig,
+				fmt.Sprintf("ipam.routes: gateway %s of route %s is not reachable from the container", rt.GW, rt.Dst.String()), "")
+		case err != nil:
+			err = fmt.Errorf("add route %s via %s: %w", rt.Dst.String(), rt.GW, err)
 		}
-		if err := routeAdd(h.RouteAdd, r); err != nil {
-			return fmt.Errorf("add route %s via %s: %w", rt.Dst.String(), rt.GW, err)
+		if err != nil {
+			return nil, err
 		}
+		installed = append(installed, rt)
 	}
-	return nil
+	return installed, nil
 }
 
+var errOtherDefault = errors.New("default route held by another interface")
+
+// routeClash explains an EEXIST: nil when the route is already ours (a
+// repeated step), errOtherDefault for another interface's default route,
+// a configuration error for any other destination.
+func routeClash(h *netlink.Handle, r *netlink.Route, index int) error {
+	routes, err := retryDump(func() ([]netlink.Route, error) { return h.RouteList(nil, family(r.Dst.IP)) })
+	if err != nil {
+		return fmt.Errorf("list routes: %w", err)
+	}
+	ones, _ := r.Dst.Mask.Size()
+	for _, x := range routes {
+		same := (x.Dst == nil && ones == 0) || (x.Dst != nil && x.Dst.String() == r.Dst.String())
+		if !same || x.Priority != r.Priority {
+			continue
+		}
+		switch {
+		case x.LinkIndex == index:
+			return nil
+		case ones == 0:
+			return errOtherDefault
+		}
+	}
+	return types.NewError(types.ErrInvalidNetworkConfig,
+		fmt.Sprintf("ipam.routes: the container already routes %s through another interface", r.Dst), "")
+}
+
+// routeAdd adds r; an identical route already there is success.
 func routeAdd(add func(*netlink.Route) error, r *netlink.Route) error {
 	err := add(r)
 	if errors.Is(err, unix.EEXIST) {

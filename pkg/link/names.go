@@ -17,6 +17,12 @@ func HostVethName(network, containerID, ifName string) string {
 	return HostVethPrefix + hex.EncodeToString(sum[:6])
 }
 
+// OwnerGroup is the device group (IFLA_GROUP) nswire creates its links
+// in: set in the creating RTM_NEWLINK itself, it marks a link that a
+// killed ADD left before its alias was written. The name (derived from
+// the identity) plus this group identify such a half-made link.
+const OwnerGroup uint32 = 0x6e737700 // "nsw\0"
+
 // aliasPrefix marks links nswire owns; DEL and GC touch nothing without it.
 const aliasPrefix = "nswire/"
 

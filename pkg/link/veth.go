@@ -51,6 +51,9 @@ func newVeth(s VethSpec) error {
 	msg.Flags, msg.Change = unix.IFF_UP, unix.IFF_UP
 	req.AddData(msg)
 	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(s.HostName)))
+	// The alias cannot be set in RTM_NEWLINK; the device group can, so a
+	// host end caught between creation and marking is still recognisable.
+	req.AddData(nl.NewRtAttr(unix.IFLA_GROUP, nl.Uint32Attr(OwnerGroup)))
 	if s.MTU > 0 {
 		req.AddData(nl.NewRtAttr(unix.IFLA_MTU, nl.Uint32Attr(uint32(s.MTU))))
 	}
@@ -89,7 +92,7 @@ func OwnedLink(name, alias string) (netlink.Link, error) {
 	if err != nil {
 		return nil, fmt.Errorf("look up %q: %w", name, err)
 	}
-	if l.Attrs().Alias != alias {
+	if a := l.Attrs(); a.Alias != alias && !(a.Alias == "" && a.Group == OwnerGroup) {
 		return nil, fmt.Errorf("link %q is not nswire's (alias %q)", name, l.Attrs().Alias)
 	}
 	return l, nil

@@ -38,6 +38,9 @@ func Add(args *skel.CmdArgs) (err error) {
 	if err != nil {
 		return err
 	}
+	if err := checkIdentity(n, args); err != nil {
+		return err
+	}
 	cns, err := netns.Open(args.Netns)
 	if err != nil {
 		return err
@@ -101,10 +104,11 @@ func wire(n *config.Net, args *skel.CmdArgs, cns *netns.NS, p *plan, res *curren
 			return fmt.Errorf("hairpin on %q: %w", p.hostName, err)
 		}
 	}
-	cl, err := link.ConfigureContainer(cns, link.ContainerSpec{IfName: args.IfName, Addrs: p.addrs, Routes: p.routes, OnLink: p.onLink})
+	cl, routes, err := link.ConfigureContainer(cns, link.ContainerSpec{IfName: args.IfName, Addrs: p.addrs, Routes: p.routes, OnLink: p.onLink})
 	if err != nil {
 		return err
 	}
+	res.Routes = routes
 	t.step("container")
 	res.Interfaces, res.DNS = interfaces(br, host, cl, cns.Path), dns(n, res.DNS)
 	setInterfaceIndex(res)

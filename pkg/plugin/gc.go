@@ -7,6 +7,7 @@ import (
 	"net"
 
 	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/vishvananda/netlink"
 
 	"github.com/nswire/nswire/pkg/config"
 	"github.com/nswire/nswire/pkg/link"
@@ -26,7 +27,7 @@ func GC(args *skel.CmdArgs) (err error) {
 	for _, a := range n.ValidAttachments {
 		valid[a.ContainerID+"/"+a.IfName] = true
 	}
-	linkErr := gcLinks(n.Name, valid)
+	linkErr := gcLinks(n, valid)
 	t.step("links")
 	fwErr := gcFirewall(n, configuredSubnets(args.StdinData))
 	t.step("firewall")
@@ -35,22 +36,56 @@ func GC(args *skel.CmdArgs) (err error) {
 	return errors.Join(linkErr, fwErr, ipamErr)
 }
 
-func gcLinks(network string, valid map[string]bool) error {
+func gcLinks(n *config.Net, valid map[string]bool) error {
+	network := n.Name
 	links, err := link.LinkList(nil)
 	if err != nil {
 		return fmt.Errorf("list links: %w", err)
 	}
 	var errs []error
+	// A host end a killed ADD left before marking it: nswire's group, no
+	// alias, on this network's bridge (GC excludes this network's ADDs),
+	// and not the derived name of a valid attachment.
+	brIndex := 0
+	for _, l := range links {
+		if n.Bridged() && l.Attrs().Name == n.Bridge {
+			brIndex = l.Attrs().Index
+		}
+	}
+	validNames := map[string]bool{}
+	for _, a := range n.ValidAttachments {
+		validNames[link.HostVethName(network, a.ContainerID, a.IfName)] = true
+	}
+	for _, l := range links {
+		a := l.Attrs()
+		if brIndex != 0 && a.MasterIndex == brIndex && a.Alias == "" && a.Group == link.OwnerGroup && !validNames[a.Name] {
+			if err := shaping.Remove(nil, a.Name); err != nil {
+				errs = append(errs, fmt.Errorf("gc shaping of %s: %w", a.Name, err))
+			}
+			if err := netlink.LinkDel(l); err != nil {
+				errs = append(errs, fmt.Errorf("gc half-made %s: %w", a.Name, err))
+			}
+		}
+	}
 	for _, l := range links {
 		net, cid, ifName, ok := link.ParseAlias(l.Attrs().Alias)
 		if !ok || net != network || valid[cid+"/"+ifName] {
 			continue
 		}
+		// Shaping first: while the marked veth exists, a GC killed
+		// midway is finished by the next one.
+		if err := shaping.Remove(nil, l.Attrs().Name); err != nil {
+			errs = append(errs, fmt.Errorf("gc shaping of %s: %w", l.Attrs().Name, err))
+		}
 		if err := link.DeleteOwned(l.Attrs().Name, l.Attrs().Alias); err != nil {
 			errs = append(errs, fmt.Errorf("gc %s: %w", l.Attrs().Name, err))
 		}
-		if err := shaping.Remove(nil, l.Attrs().Name); err != nil {
-			errs = append(errs, fmt.Errorf("gc shaping of %s: %w", l.Attrs().Name, err))
+	}
+	// An ifb whose veth is gone shapes nothing, whatever its network
+	// (veth deleted by an admin, its netns destroyed, an older GC killed).
+	for _, name := range shaping.OrphanIfbs(nil, links) {
+		if err := shaping.RemoveIfb(nil, name); err != nil {
+			errs = append(errs, fmt.Errorf("gc orphan %s: %w", name, err))
 		}
 	}
 	return errors.Join(errs...)

@@ -31,6 +31,19 @@ type plan struct {
 	v4, v6          bool
 }
 
+// maxAlias is the longest ifalias the kernel stores (IFALIASZ - 1).
+const maxAlias = 255
+
+// checkIdentity refuses, before any side effect, an attachment whose
+// marker would not fit the host veth's ifalias.
+func checkIdentity(n *config.Net, args *skel.CmdArgs) error {
+	if _, alias := identity(n, args); len(alias) > maxAlias {
+		return types.NewError(types.ErrInvalidEnvironmentVariables,
+			fmt.Sprintf("CNI_CONTAINERID: %d bytes is too long for network %q (the marker %q must fit in %d bytes)", len(args.ContainerID), n.Name, "nswire/<network>/<containerID>/<ifname>", maxAlias), "")
+	}
+	return nil
+}
+
 func identity(n *config.Net, args *skel.CmdArgs) (hostName, alias string) {
 	return link.HostVethName(n.Name, args.ContainerID, args.IfName),
 		link.Alias(n.Name, args.ContainerID, args.IfName)

@@ -25,10 +25,13 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/nswire/nswire/pkg/link"
 )
 
 // Limits is the CNI bandwidth capability: rates in bits/s, bursts in bits.
@@ -175,15 +178,20 @@ func ensureIfb(h *netlink.Handle, hostIf string, mtu int) (netlink.Link, error) 
 	name := IfbName(hostIf)
 	l, err := h.LinkByName(name)
 	if err == nil {
-		if l.Attrs().Alias != aliasPrefix+hostIf {
+		if !ownedIfb(l, hostIf) {
 			return nil, fmt.Errorf("shaping: interface %s exists and is not nswire's", name)
 		}
-		return l, nil
+		if l.Attrs().Alias == "" { // half-made by a killed ADD: finish it
+			if err := h.LinkSetAlias(l, aliasPrefix+hostIf); err != nil {
+				return nil, err
+			}
+		}
+		return l, h.LinkSetUp(l)
 	}
 	if !isNotFound(err) {
 		return nil, err
 	}
-	err = h.LinkAdd(&netlink.Ifb{LinkAttrs: netlink.LinkAttrs{Name: name, MTU: mtu, TxQLen: 0}})
+	err = h.LinkAdd(&netlink.Ifb{LinkAttrs: netlink.LinkAttrs{Name: name, MTU: mtu, TxQLen: 0, Group: link.OwnerGroup}})
 	if err != nil {
 		return nil, fmt.Errorf("shaping: create ifb %s: %w", name, err)
 	}
@@ -197,6 +205,47 @@ func ensureIfb(h *netlink.Handle, hostIf string, mtu int) (netlink.Link, error) 
 		return nil, err
 	}
 	return l, nil
+}
+
+// ownedIfb reports whether l is nswire's ifb for hostIf: marked, or
+// created in nswire's group and killed before it was marked.
+func ownedIfb(l netlink.Link, hostIf string) bool {
+	a := l.Attrs()
+	return a.Alias == aliasPrefix+hostIf || a.Alias == "" && a.Group == link.OwnerGroup
+}
+
+// OrphanIfbs returns nswire's ifbs whose host veth no longer exists.
+func OrphanIfbs(h *netlink.Handle, links []netlink.Link) []string {
+	names := map[string]bool{}
+	for _, l := range links {
+		names[l.Attrs().Name] = true
+	}
+	var out []string
+	for _, l := range links {
+		if target, ok := strings.CutPrefix(l.Attrs().Alias, aliasPrefix); ok && !names[target] && l.Type() == "ifb" {
+			out = append(out, l.Attrs().Name)
+		}
+	}
+	return out
+}
+
+// RemoveIfb deletes an orphaned ifb found by OrphanIfbs.
+func RemoveIfb(h *netlink.Handle, name string) error {
+	h = handle(h)
+	l, err := h.LinkByName(name)
+	if err != nil {
+		if isNotFound(err) {
+			return nil
+		}
+		return err
+	}
+	if !strings.HasPrefix(l.Attrs().Alias, aliasPrefix) {
+		return nil
+	}
+	if err := h.LinkDel(l); err != nil && !isNotFound(err) {
+		return err
+	}
+	return nil
 }
 
 func isNotFound(err error) bool {
@@ -227,7 +276,7 @@ func removeEgress(h *netlink.Handle, hostIf string, link netlink.Link) error {
 		}
 	}
 	if ifb, err := h.LinkByName(IfbName(hostIf)); err == nil {
-		if ifb.Attrs().Alias == aliasPrefix+hostIf {
+		if ownedIfb(ifb, hostIf) {
 			if err := h.LinkDel(ifb); err != nil && !isNotFound(err) {
 				errs = append(errs, fmt.Errorf("shaping: delete %s: %w", ifb.Attrs().Name, err))
 			}

@@ -131,7 +131,7 @@ func TestBadInput(t *testing.T) {
 			}
 			return nil, conf(f, nil)
 		}},
-		{"unreachable route gateway (fails after veth)", 999, "route", func(t *testing.T, f *fixture, cns *testutil.NS) (map[string]string, []byte) {
+		{"unreachable route gateway (fails after veth)", 7, "ipam.routes", func(t *testing.T, f *fixture, cns *testutil.NS) (map[string]string, []byte) {
 			ipam := f.ipamConf("10.30.0.0/24")
 			ipam["routes"] = []any{map[string]any{"dst": "10.31.0.0/16", "gw": "172.31.255.1"}}
 			return nil, conf(f, map[string]any{"ipam": ipam})

@@ -116,6 +116,19 @@ func (f *Firewall) ensureTables() error {
 	return nil
 }
 
+// skeletonIntact reports whether the base chains still hold their rules,
+// probing one chain per table (two small dumps). Missing tables report
+// true: addOnce then fails with ENOENT and creates them.
+func (f *Firewall) skeletonIntact() bool {
+	for _, probe := range []*nftables.Chain{{Table: inetTable, Name: chainPorts}, {Table: brTable, Name: "guard-pre"}} {
+		rules, err := f.nft.GetRules(probe.Table, probe)
+		if err == nil && len(rules) == 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // Add installs everything of one attachment in a single nftables
 // transaction: it all applies or nothing does. Adding an attachment that
 // already exists replaces its state.
@@ -131,6 +144,12 @@ func (f *Firewall) Add(a *Attachment) error {
 		return err
 	}
 	nm := namesOf(a.Net.Name, a.ContainerID, a.IfName)
+	if !f.skeletonIntact() {
+		// Someone flushed our tables: refill the base chains first.
+		if err := f.ensureTables(); err != nil {
+			return err
+		}
+	}
 	err = f.addOnce(a, nm, keys, local)
 	if isNotFound(err) {
 		// First ADD on this host (or someone deleted our table).
@@ -636,11 +655,110 @@ func (f *Firewall) delByNames(nm names, hostIf string) error {
 			f.flushUDP(st.ports)
 			return nil
 		}
+		if errors.Is(err, unix.EBUSY) {
+			// A chain is still referenced by elements its rules no longer
+			// record (someone flushed our chains): find them by owner.
+			err = f.delOrphanedRefs(st)
+			if err == nil {
+				continue
+			}
+		}
 		if !isNotFound(err) {
 			break // ENOENT: something vanished between read and write; read again
 		}
 	}
 	return fmt.Errorf("firewall: del %s: %w", nm.owner, err)
+}
+
+// Addresses lists, for each attachment of network, the addresses its
+// anti-spoofing chain lets it send from, keyed by owner
+// ("network/containerID/ifname"). It lists chains: a recovery path (the
+// IPAM store was lost), never ADD's or DEL's.
+func (f *Firewall) Addresses(network string) (map[string][]net.IP, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	prefix := guardPrefix + netTag(network) + "-"
+	out := map[string][]net.IP{}
+	for _, t := range []*nftables.Table{brTable, inetTable} {
+		chains, err := f.nft.ListChainsOfTableFamily(t.Family)
+		if err != nil {
+			return nil, fmt.Errorf("list chains: %w", err)
+		}
+		for _, ch := range chains {
+			if ch.Table.Name != TableName || !strings.HasPrefix(ch.Name, prefix) {
+				continue
+			}
+			rules, err := f.nft.GetRules(t, &nftables.Chain{Name: ch.Name, Table: t})
+			if err != nil {
+				return nil, fmt.Errorf("read chain %s: %w", ch.Name, err)
+			}
+			owner, ips := guardRecord(rules)
+			if owner != "" {
+				out[owner] = ips
+			}
+		}
+	}
+	return out, nil
+}
+
+// guardRecord reads a guard chain's owner (first rule: "nswire guard
+// <hostIf> <owner>") and its unicast addresses ("ip <addr>" rules).
+func guardRecord(rules []*nftables.Rule) (owner string, ips []net.IP) {
+	for i, r := range rules {
+		f := strings.Fields(ruleComment(r))
+		if i == 0 && len(f) == 4 && f[0] == "nswire" && f[1] == "guard" {
+			owner = f[3]
+		}
+		if len(f) == 2 && f[0] == "ip" {
+			if ip := net.ParseIP(f[1]); ip != nil && ip.IsGlobalUnicast() {
+				ips = append(ips, ip)
+			}
+		}
+	}
+	return owner, ips
+}
+
+// ownedMaps are the maps and sets whose elements carry their owner as
+// comment and may jump to an attachment's chains.
+var ownedMaps = []struct {
+	t   *nftables.Table
+	set string
+}{
+	{inetTable, "ports4"}, {inetTable, "ports4any"}, {inetTable, "ports6"}, {inetTable, "ports6any"},
+	{inetTable, setGuard}, {brTable, setGuard}, {brTable, setNoICCBr},
+}
+
+// delOrphanedRefs deletes every element owned by st's attachment, found by
+// listing the maps: the slow path, taken only when the per-attachment
+// records were destroyed by someone else.
+func (f *Firewall) delOrphanedRefs(st *state) error {
+	found := false
+	for _, m := range ownedMaps {
+		set := setDef(m.t, m.set)
+		els, err := f.nft.GetSetElements(set)
+		if isNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("list %s: %w", m.set, err)
+		}
+		var mine []nftables.SetElement
+		for _, e := range els {
+			if e.Comment == st.nm.owner || (e.VerdictData != nil && (e.VerdictData.Chain == st.nm.att || e.VerdictData.Chain == st.nm.guard)) {
+				mine = append(mine, nftables.SetElement{Key: e.Key})
+			}
+		}
+		if len(mine) > 0 {
+			found = true
+			if err := f.nft.SetDeleteElements(set, mine); err != nil {
+				return err
+			}
+		}
+	}
+	if !found {
+		return fmt.Errorf("chains of %s are busy and no element names it: %w", st.nm.owner, unix.EBUSY)
+	}
+	return f.flush(nil)
 }
 
 // Check verifies that every object of the attachment is present and as Add

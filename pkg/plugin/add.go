@@ -51,6 +51,11 @@ func Add(args *skel.CmdArgs) (err error) {
 	}
 	t.step("netns")
 	ipam := newIPAM(n, args)
+	if ipam.builtin() {
+		if err := restoreReservations(n, args); err != nil {
+			return err
+		}
+	}
 	res, err := ipam.add()
 	if err != nil {
 		return err

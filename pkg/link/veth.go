@@ -22,9 +22,8 @@ type VethSpec struct {
 	MasterIndex int // bridge index; 0 in routed mode
 }
 
-// ErrPeerExists reports that the container already has an interface of the
-// requested name.
-var ErrPeerExists = errors.New("interface already exists in the container")
+// ErrNotOwned reports a link that carries another owner's marker, or none.
+var ErrNotOwned = errors.New("not nswire's")
 
 // CreateVeth creates the pair in one RTM_NEWLINK: host end up and enslaved,
 // peer created directly in the netns. Creating then moving the peer costs a
@@ -93,7 +92,7 @@ func OwnedLink(name, alias string) (netlink.Link, error) {
 		return nil, fmt.Errorf("look up %q: %w", name, err)
 	}
 	if a := l.Attrs(); a.Alias != alias && !(a.Alias == "" && a.Group == OwnerGroup) {
-		return nil, fmt.Errorf("link %q is not nswire's (alias %q)", name, l.Attrs().Alias)
+		return nil, fmt.Errorf("link %q (alias %q): %w", name, l.Attrs().Alias, ErrNotOwned)
 	}
 	return l, nil
 }

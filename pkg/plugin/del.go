@@ -22,6 +22,11 @@ func Del(args *skel.CmdArgs) (err error) {
 	// The host end goes first so the address is unreachable before IPAM
 	// may hand it out again.
 	linkErr := link.DeleteOwned(hostName, alias)
+	if errors.Is(linkErr, link.ErrNotOwned) {
+		// Somebody else's link holds the name, so ours does not exist:
+		// nothing of this attachment to remove, and DEL must converge.
+		linkErr = nil
+	}
 	t.step("veth")
 	fwErr := delFirewall(fwAttachment(n, args.ContainerID, args.IfName, hostName, nil))
 	shapeErr := shaping.Remove(nil, hostName)

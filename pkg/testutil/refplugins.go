@@ -9,8 +9,11 @@ import (
 )
 
 // RefVersion is the containernetworking/plugins release tests and
-// benchmarks compare with.
-const RefVersion = "v1.10.0"
+// benchmarks compare with; CnitoolVersion the cnitool they drive.
+const (
+	RefVersion     = "v1.10.0"
+	CnitoolVersion = "v1.3.1"
+)
 
 var refOnce struct {
 	sync.Once
@@ -19,7 +22,8 @@ var refOnce struct {
 }
 
 // RefPlugins returns a directory holding the reference plugins (bridge,
-// host-local, portmap, firewall, bandwidth, tuning), installing them with
+// ptp, host-local, portmap, firewall, bandwidth, tuning) and cnitool,
+// installing them with
 // `go install` on first use: $NSWIRE_REF_BIN, or a folder in the user cache.
 func RefPlugins() (string, error) {
 	refOnce.Do(func() {
@@ -45,14 +49,25 @@ func installRef(dir string) error {
 			missing = append(missing, "github.com/containernetworking/plugins/plugins/"+p+"@"+RefVersion)
 		}
 	}
-	if len(missing) == 0 {
+	if err := goInstall(dir, missing...); err != nil {
+		return err
+	}
+	if _, err := os.Stat(filepath.Join(dir, "cnitool")); err == nil {
 		return nil
 	}
-	cmd := exec.Command("go", append([]string{"install"}, missing...)...)
+	return goInstall(dir, "github.com/containernetworking/cni/cnitool@"+CnitoolVersion)
+}
+
+// goInstall installs modules (one module version per call) into dir.
+func goInstall(dir string, pkgs ...string) error {
+	if len(pkgs) == 0 {
+		return nil
+	}
+	cmd := exec.Command("go", append([]string{"install"}, pkgs...)...)
 	cmd.Env = append(os.Environ(), "GOBIN="+dir, "GOFLAGS=-mod=mod")
 	cmd.Dir = os.TempDir() // outside this module: the reference is not our dependency
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("install reference plugins: %v\n%s", err, out)
+		return fmt.Errorf("install %v: %v\n%s", pkgs, err, out)
 	}
 	return nil
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -21,27 +20,10 @@ import (
 var binDirs []string
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "nswire-bin")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	if err := testutil.BuildPlugins(dir, "plugins/main/nswire"); err != nil {
-		fmt.Fprintln(os.Stderr, "build:", err)
-		return 1
-	}
-	ref, err := testutil.RefPlugins()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	binDirs = []string{dir, ref}
-	return m.Run()
+	os.Exit(testutil.RunWithPlugins(m, func(bin, ref string) error {
+		binDirs = []string{bin, ref}
+		return nil
+	}))
 }
 
 // fixture is one test's private host namespace and network.

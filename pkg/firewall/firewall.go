@@ -246,23 +246,35 @@ func overlapping(k portKey, local map[int][]net.IP) []portKey {
 	return out
 }
 
-// localAddrs lists the namespace's addresses, needed only to check a
-// wildcard mapping against address-specific ones.
+// localAddrs lists the addresses that address-specific mappings use: the
+// only ones a wildcard mapping can clash with. It reads the two
+// address-specific maps (one element per such mapping, usually none), not
+// the host's addresses, which grow with every container.
 func (f *Firewall) localAddrs(keys []portKey) (map[int][]net.IP, error) {
 	if !slices.ContainsFunc(keys, func(k portKey) bool { return k.any }) {
 		return nil, nil
 	}
-	addrs, err := f.nl.AddrList(nil, netlink.FAMILY_ALL)
-	if err != nil {
-		return nil, fmt.Errorf("list host addresses: %w", err)
-	}
 	out := map[int][]net.IP{}
-	for _, a := range addrs {
-		if a.IP.IsLinkLocalUnicast() && a.IP.To4() == nil {
+	for _, fam := range []int{4, 6} {
+		els, err := f.nft.GetSetElements(setDef(inetTable, portsSet(fam, false)))
+		if isNotFound(err) {
 			continue
 		}
-		fam := famOf(a.IP)
-		out[fam] = append(out[fam], a.IP)
+		if err != nil {
+			return nil, fmt.Errorf("list address-specific ports: %w", err)
+		}
+		size := net.IPv4len
+		if fam == 6 {
+			size = net.IPv6len
+		}
+		seen := map[string]bool{}
+		for _, e := range els {
+			if len(e.Key) < size || seen[string(e.Key[:size])] {
+				continue
+			}
+			seen[string(e.Key[:size])] = true
+			out[fam] = append(out[fam], net.IP(slices.Clone(e.Key[:size])))
+		}
 	}
 	return out, nil
 }

@@ -3,6 +3,7 @@ package firewall
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/userdata"
@@ -42,7 +43,10 @@ func (q *querier) get(t *nftables.Table, msgType uint16, attrs []netlink.Attribu
 
 // isNotFound reports ENOENT, which the kernel returns for a missing table,
 // chain, set or element.
-func isNotFound(err error) bool { return errors.Is(err, unix.ENOENT) }
+func isNotFound(err error) bool {
+	// google/nftables formats some receive errors with %v, losing the errno.
+	return errors.Is(err, unix.ENOENT) || (err != nil && strings.HasSuffix(err.Error(), unix.ENOENT.Error()))
+}
 
 // chainExists asks for one chain by name.
 func (q *querier) chainExists(t *nftables.Table, name string) (bool, error) {

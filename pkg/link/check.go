@@ -145,7 +145,7 @@ func CheckBridge(name string, gws []*net.IPNet) (*netlink.Bridge, error) {
 	if br.Flags&net.FlagUp == 0 {
 		return nil, fmt.Errorf("bridge %q is down", name)
 	}
-	return br, checkAddrs(hostHandle, br, gws)
+	return br, checkAddrs(nil, br, gws)
 }
 
 // hostHandle acts in the caller's own namespace, like the package-level

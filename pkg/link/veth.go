@@ -3,6 +3,7 @@ package link
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 
 	"github.com/vishvananda/netlink"
@@ -25,30 +26,51 @@ type VethSpec struct {
 // ErrNotOwned reports a link that carries another owner's marker, or none.
 var ErrNotOwned = errors.New("not nswire's")
 
-// CreateVeth creates the pair in one RTM_NEWLINK: host end up and enslaved,
-// peer created directly in the netns. Creating then moving the peer costs a
-// second netns change notification per container.
+// CreateVeth creates the pair in one RTM_NEWLINK (host end enslaved, peer
+// born directly in the netns: creating then moving it costs a second netns
+// change per container), then marks the host end and brings it up.
 func CreateVeth(s VethSpec) (netlink.Link, error) {
 	if err := newVeth(s); err != nil {
 		return nil, err
+	}
+	// No automatic link-local address on the host end: a bridge port needs
+	// none, routed mode adds its own, and one per container (with its DAD
+	// churn) would make every address dump on the host grow and restart.
+	// Written before the link goes up, when the kernel would generate it.
+	if err := setSysctl("net/ipv6/conf/"+s.HostName+"/addr_gen_mode", "1"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		_ = netlink.LinkDel(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: s.HostName}})
+		return nil, fmt.Errorf("addr_gen_mode of %q: %w", s.HostName, err)
 	}
 	host, err := netlink.LinkByName(s.HostName)
 	if err != nil {
 		return nil, fmt.Errorf("look up new veth %q: %w", s.HostName, err)
 	}
-	// The kernel ignores IFLA_IFALIAS in RTM_NEWLINK, hence the second call.
-	if err := netlink.LinkSetAlias(host, s.Alias); err != nil {
+	// The kernel ignores IFLA_IFALIAS in RTM_NEWLINK: mark and bring up in
+	// one RTM_SETLINK.
+	if err := markUp(host.Attrs().Index, s.Alias); err != nil {
 		_ = netlink.LinkDel(host)
 		return nil, fmt.Errorf("mark veth %q: %w", s.HostName, err)
 	}
+	host.Attrs().Alias = s.Alias
+	host.Attrs().Flags |= net.FlagUp
 	return host, nil
+}
+
+// markUp sets the ifalias and brings the link up in one request.
+func markUp(index int, alias string) error {
+	req := nl.NewNetlinkRequest(unix.RTM_SETLINK, unix.NLM_F_ACK)
+	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
+	msg.Index = int32(index)
+	msg.Flags, msg.Change = unix.IFF_UP, unix.IFF_UP
+	req.AddData(msg)
+	req.AddData(nl.NewRtAttr(unix.IFLA_IFALIAS, []byte(alias)))
+	_, err := req.Execute(unix.NETLINK_ROUTE, 0)
+	return err
 }
 
 func newVeth(s VethSpec) error {
 	req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, unix.NLM_F_CREATE|unix.NLM_F_EXCL|unix.NLM_F_ACK)
-	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
-	msg.Flags, msg.Change = unix.IFF_UP, unix.IFF_UP
-	req.AddData(msg)
+	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC)) // down until marked (CreateVeth)
 	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(s.HostName)))
 	// The alias cannot be set in RTM_NEWLINK; the device group can, so a
 	// host end caught between creation and marking is still recognisable.

@@ -1,162 +1,255 @@
-// Command bench times ADD, CHECK and DEL through libcni, the way runtimes
-// call plugins, for nswire and the reference plugins side by side in one
-// run, each inside its own private "host" namespace.
+// Command bench measures nswire against the reference plugin chain
+// (bridge + host-local + portmap + firewall, v1.10.0) with the same
+// features (bridge, masquerade, one published port per container, IPv4
+// and dual-stack) in one run, through libcni, each variant inside its own
+// private "host" namespace:
 //
-//	go run ./scripts/bench -n 200 -out bench.md
+//   - ADD, CHECK, DEL latency, sequential;
+//   - throughput with 1 and 8 parallel callers;
+//   - ADD latency against the number of containers already attached (-scale);
+//   - peak RSS and CPU of each plugin process (from wait4's rusage);
+//   - start-up: CNI_COMMAND=VERSION round trip against an empty Go program,
+//     and GODEBUG=inittrace=1.
+//
+// Variants are interleaved at every container (sequential, scale) or every
+// round (parallel), so that load from other users of the machine falls on
+// all of them alike. It writes a Markdown report (-out) and a plot of ADD
+// latency against the number of containers (-png).
+//
+//	go run ./scripts/bench -out bench.md -png bench.png   # about 10 minutes
+//	go run ./scripts/bench -quick                         # smoke test, under 2 minutes
 package main
 
 import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
-	"slices"
-	"strings"
+	"sync"
+	"syscall"
 	"time"
-
-	"github.com/containernetworking/cni/libcni"
 
 	"github.com/nswire/nswire/pkg/testutil"
 )
 
-// variant is one plugin chain under test.
-type variant struct {
-	name    string
-	plugins func(h *testutil.Host) []map[string]any
+type options struct {
+	n, parN, scaleN, rounds int
+	refN, refPar, refScale  int
+	scaleDual               bool
+	callers                 []int
+	startRounds, traceRuns  int
+	refDual, scaleDelRef    bool
+	refBackend              string
+	out, png, bin           string
+	quick, steps            bool
+}
+
+func parseFlags() options {
+	var o options
+	flag.IntVar(&o.n, "n", 200, "containers nswire takes through the sequential ADD/CHECK/DEL phase")
+	flag.IntVar(&o.refN, "ref-n", 40, "containers the reference takes through it (reference dual-stack: half)")
+	flag.IntVar(&o.parN, "par", 200, "containers nswire adds then deletes in each parallel run")
+	flag.IntVar(&o.refPar, "ref-par", 32, "containers the reference adds then deletes in each parallel run (0: skip)")
+	flag.IntVar(&o.scaleN, "scale", 1000, "containers nswire adds one after the other in the scale phase (0: skip)")
+	flag.IntVar(&o.refScale, "ref-scale", 150, "containers the reference adds in the scale phase, spread over it (about 0.5 s each here; 0: skip)")
+	flag.BoolVar(&o.scaleDual, "scale-dual", false, "nswire dual-stack takes part in the scale phase too")
+	flag.IntVar(&o.rounds, "rounds", 4, "rounds each parallel run is split into, alternating variants")
+	callers := flag.String("callers", "1,8", "parallel callers, comma separated")
+	flag.IntVar(&o.startRounds, "startup", 200, "VERSION round trips per program")
+	flag.IntVar(&o.traceRuns, "inittrace", 20, "GODEBUG=inittrace=1 runs per program")
+	flag.BoolVar(&o.refDual, "ref-dual", true, "also run the reference chain dual-stack (sequential phase only)")
+	flag.BoolVar(&o.scaleDelRef, "scale-del-ref", false, "also time the reference's DELs after the scale phase (slow)")
+	flag.StringVar(&o.refBackend, "ref-backend", "", `reference ipMasq/portmap backend: "" (their default: iptables), "iptables" or "nftables"`)
+	flag.StringVar(&o.out, "out", "", "write the Markdown report here")
+	flag.StringVar(&o.png, "png", "", "write the ADD-latency-against-containers plot here")
+	flag.StringVar(&o.bin, "bin", "bin", "directory holding the built nswire binaries")
+	flag.BoolVar(&o.steps, "steps", false, "have nswire log the time of each step (its logFile) and report them; costs nswire a little per call")
+	flag.BoolVar(&o.quick, "quick", false, "smoke-test sizes: -n 30 -ref-n 8 -par 40 -ref-par 16 -scale 100 -ref-scale 20 -rounds 2 -startup 40 -inittrace 5 (explicit flags win)")
+	flag.Parse()
+	if o.quick {
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		quick := map[string]int{"n": 30, "ref-n": 8, "par": 40, "ref-par": 16, "scale": 100, "ref-scale": 20, "rounds": 2, "startup": 40, "inittrace": 5}
+		for name, v := range map[string]*int{"n": &o.n, "ref-n": &o.refN, "par": &o.parN, "ref-par": &o.refPar, "scale": &o.scaleN,
+			"ref-scale": &o.refScale, "rounds": &o.rounds, "startup": &o.startRounds, "inittrace": &o.traceRuns} {
+			if !set[name] {
+				*v = quick[name]
+			}
+		}
+	}
+	for _, f := range splitComma(*callers) {
+		var c int
+		if _, err := fmt.Sscan(f, &c); err != nil || c < 1 {
+			fmt.Fprintf(os.Stderr, "bad -callers %q\n", *callers)
+			os.Exit(2)
+		}
+		o.callers = append(o.callers, c)
+	}
+	o.n, o.parN, o.rounds, o.refN = max(o.n, 1), max(o.parN, 1), max(o.rounds, 1), min(max(o.refN, 1), max(o.n, 1))
+	o.refScale = min(o.refScale, o.scaleN)
+	return o
+}
+
+// benchT is testutil's T for this program: a fatal error runs every
+// cleanup once (namespaces, temp dirs) before exiting.
+type benchT struct {
+	*testutil.Standalone
+	closeAll func()
+}
+
+func (b *benchT) Fatalf(format string, args ...any) {
+	b.Errorf(format, args...)
+	b.closeAll()
+	os.Exit(1)
 }
 
 func main() {
-	n := flag.Int("n", 200, "containers per variant")
-	out := flag.String("out", "", "also write the Markdown table here")
-	bin := flag.String("bin", "bin", "directory holding the built nswire binaries")
-	flag.Parse()
+	o := parseFlags()
 	s := &testutil.Standalone{}
-	defer s.Close()
+	t := &benchT{Standalone: s, closeAll: sync.OnceFunc(s.Close)}
+	ctx, cancel := context.WithCancel(context.Background())
+	// Everything the run makes lives in namespaces and temp dirs registered
+	// as cleanups: run them on Ctrl-C, SIGTERM, a fatal error or a panic.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		sig := <-sigs
+		cancel()
+		fmt.Fprintf(os.Stderr, "\n%v: removing namespaces and temp dirs\n", sig)
+		t.closeAll()
+		os.Exit(130)
+	}()
+	defer func() {
+		if r := recover(); r != nil {
+			t.closeAll()
+			panic(r)
+		}
+	}()
+	defer t.closeAll()
+
+	r := run(ctx, t, o)
+	if ctx.Err() != nil {
+		select {} // interrupted: the signal handler cleans up and exits
+	}
+	md := r.markdown()
+	fmt.Print(md)
+	if o.out != "" {
+		if err := os.WriteFile(o.out, []byte(md), 0o644); err != nil {
+			t.Fatalf("%v", err)
+		}
+		fmt.Fprintf(os.Stderr, "wrote %s\n", o.out)
+	}
+	if o.png != "" && len(r.scaleEnvs) > 0 {
+		if err := writePlot(o.png, r); err != nil {
+			t.Fatalf("plot: %v", err)
+		}
+		fmt.Fprintf(os.Stderr, "wrote %s\n", o.png)
+	}
+}
+
+func run(ctx context.Context, t *benchT, o options) *report {
+	pr := &progress{start: time.Now()}
+	r := &report{opts: o, machine: machineInfo(), started: time.Now()}
+	r.loads = startLoadSampler(ctx)
 	ref, err := testutil.RefPlugins()
 	if err != nil {
-		s.Fatalf("%v", err)
+		t.Fatalf("%v", err)
 	}
-	abs, _ := filepath.Abs(*bin)
-	var rows []row
-	for _, v := range variants() {
-		rows = append(rows, measure(s, v, *n, abs, ref))
-	}
-	table := render(rows, *n)
-	fmt.Print(table)
-	if *out != "" {
-		if err := os.WriteFile(*out, []byte(table), 0o644); err != nil {
-			s.Fatalf("%v", err)
+	// A private copy: the binaries under test cannot change mid-run when
+	// someone rebuilds bin/.
+	bin := t.TempDir()
+	for _, b := range []string{"nswire", "nswire-ipam"} {
+		if err := copyFile(filepath.Join(o.bin, b), filepath.Join(bin, b)); err != nil {
+			t.Fatalf("%v (build first: go build -o bin/ ./plugins/main/nswire ./plugins/ipam/nswire-ipam)", err)
 		}
 	}
-}
+	r.build = buildInfo(filepath.Join(o.bin, "nswire"), filepath.Join(bin, "nswire"))
+	phase := func(name string, f func()) {
+		if ctx.Err() != nil {
+			return
+		}
+		p := phaseInfo{name: name, load0: loadAvg1()}
+		pr.say(true, "%s", name)
+		start := time.Now()
+		f()
+		p.dur, p.load1 = time.Since(start), loadAvg1()
+		r.phases = append(r.phases, p)
+	}
 
-func variants() []variant {
-	hostLocal := func(h *testutil.Host) map[string]any {
-		return map[string]any{"type": "host-local", "dataDir": h.DataDir, "ranges": []any{[]any{map[string]any{"subnet": "10.50.0.0/16"}}}}
+	tools := t.TempDir()
+	spawnerPath, err := buildSpawner(tools)
+	if err != nil {
+		t.Fatalf("%v", err)
 	}
-	nswireIPAM := func(h *testutil.Host) map[string]any {
-		m := hostLocal(h)
-		m["type"] = "nswire-ipam"
-		return m
-	}
-	return []variant{
-		{"nswire + nswire-ipam", func(h *testutil.Host) []map[string]any {
-			return []map[string]any{{"type": "nswire", "bridge": "nswbench0", "ipMasq": false, "ipam": nswireIPAM(h)}}
-		}},
-		{"nswire + host-local", func(h *testutil.Host) []map[string]any {
-			return []map[string]any{{"type": "nswire", "bridge": "nswbench0", "ipMasq": false, "ipam": hostLocal(h)}}
-		}},
-		{"reference bridge + host-local", func(h *testutil.Host) []map[string]any {
-			return []map[string]any{{"type": "bridge", "bridge": "refbench0", "isGateway": true, "ipam": hostLocal(h)}}
-		}},
-	}
-}
-
-type row struct {
-	name            string
-	add, check, del []time.Duration
-	failed          string
-}
-
-func measure(s *testutil.Standalone, v variant, n int, bin, ref string) row {
-	r := row{name: v.name}
-	sub := &testutil.Standalone{}
-	defer sub.Close()
-	h := testutil.NewHost(sub, bin, ref)
-	plugins := v.plugins(h)
-	plugins[0]["name"] = "bench"
-	list := testutil.ConfList(sub, "1.1.0", plugins...)
-	rts := make([]*libcni.RuntimeConf, n)
-	for i := range rts {
-		rts[i] = testutil.RT(fmt.Sprintf("bench-%d", i), testutil.NewNS(sub), "eth0")
-	}
-	ctx := context.Background()
-	r.add = timeEach(rts, &r.failed, "ADD", func(rt *libcni.RuntimeConf) error {
-		_, err := h.CNI.AddNetworkList(ctx, list, rt)
-		return err
+	phase("start-up", func() {
+		empty, err := buildEmpty(tools)
+		if err != nil {
+			t.Fatalf("%v", err)
+		}
+		r.startup = []*startProg{
+			{name: "nswire", path: filepath.Join(bin, "nswire")},
+			{name: "nswire-ipam", path: filepath.Join(bin, "nswire-ipam")},
+			{name: "empty Go program", path: empty},
+			{name: "reference bridge", path: filepath.Join(ref, "bridge")},
+		}
+		if _, err := os.Stat("/bin/true"); err == nil {
+			// The floor of any exec on this machine, Go or not.
+			r.startup = append(r.startup, &startProg{name: "/bin/true", path: "/bin/true"})
+		}
+		sp := startSpawner(t, spawnerPath, nil)
+		if err := startup(ctx, sp, r.startup, o.startRounds, o.traceRuns); err != nil {
+			t.Fatalf("start-up: %v", err)
+		}
+		r.startFloorKB = sp.floorKB()
 	})
-	r.check = timeEach(rts, &r.failed, "CHECK", func(rt *libcni.RuntimeConf) error { return h.CNI.CheckNetworkList(ctx, list, rt) })
-	r.del = timeEach(rts, &r.failed, "DEL", func(rt *libcni.RuntimeConf) error { return h.CNI.DelNetworkList(ctx, list, rt) })
+
+	phase("namespaces and warm-up", func() {
+		for _, v := range variants(o.refDual, o.refBackend) {
+			var seqN, parN, scaleN int
+			switch {
+			case v.nswire:
+				seqN, parN = o.n, o.parN
+				if !v.dual || o.scaleDual {
+					scaleN = o.scaleN
+				}
+			case !v.dual:
+				seqN, parN, scaleN = o.refN, o.refPar, o.refScale
+			default:
+				seqN = max(1, o.refN/2)
+			}
+			e := newEnv(t, v, []string{bin, ref}, max(seqN, parN, scaleN, 1), spawnerPath, o.steps)
+			e.seqN, e.parN, e.scaleN = seqN, parN, scaleN
+			r.envs = append(r.envs, e)
+			if parN > 0 {
+				r.parEnvs = append(r.parEnvs, e)
+			}
+			if scaleN > 0 {
+				r.scaleEnvs = append(r.scaleEnvs, e)
+			}
+		}
+		warmUp(ctx, r.envs)
+	})
+	phase(fmt.Sprintf("sequential ADD/CHECK/DEL of %d containers (reference %d)", o.n, o.refN), func() { sequential(ctx, r.envs, o.n, pr) })
+	for _, c := range o.callers {
+		phase(fmt.Sprintf("%d parallel callers, %d containers (reference %d)", c, o.parN, o.refPar), func() { parallel(ctx, r.parEnvs, c, o.rounds, pr) })
+	}
+	if len(r.scaleEnvs) > 0 {
+		phase(fmt.Sprintf("scale: %d containers (reference %d)", o.scaleN, o.refScale), func() { scale(ctx, r.scaleEnvs, o.scaleN, o.scaleDelRef, pr) })
+	}
+	for _, e := range r.envs {
+		e.floorKB = e.exec.sp.floorKB()
+	}
+	r.finished = time.Now()
+	pr.say(true, "done in %s", r.finished.Sub(r.started).Round(time.Second))
 	return r
 }
 
-func timeEach(rts []*libcni.RuntimeConf, failed *string, verb string, op func(*libcni.RuntimeConf) error) []time.Duration {
-	ds := make([]time.Duration, 0, len(rts))
-	for _, rt := range rts {
-		start := time.Now()
-		if err := op(rt); err != nil {
-			if *failed == "" {
-				*failed = fmt.Sprintf("%s %s: %v", verb, rt.ContainerID, err)
-			}
-			continue
-		}
-		ds = append(ds, time.Since(start))
-	}
-	return ds
-}
-
-func pct(ds []time.Duration, p float64) string {
-	if len(ds) == 0 {
-		return "-"
-	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	i := int(p * float64(len(s)-1))
-	return fmt.Sprintf("%.2f", float64(s[i].Microseconds())/1000)
-}
-
-func render(rows []row, n int) string {
-	var b strings.Builder
-	host, _ := os.Hostname()
-	fmt.Fprintf(&b, "Sequential, %d containers per variant, through libcni, on %s (%s). Times in ms.\n\n", n, host, cpuInfo())
-	fmt.Fprintln(&b, "| variant | ADD p50 | ADD p99 | CHECK p50 | CHECK p99 | DEL p50 | DEL p99 |")
-	fmt.Fprintln(&b, "|---|---|---|---|---|---|---|")
-	for _, r := range rows {
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", r.name,
-			pct(r.add, .5), pct(r.add, .99), pct(r.check, .5), pct(r.check, .99), pct(r.del, .5), pct(r.del, .99))
-	}
-	for _, r := range rows {
-		if r.failed != "" {
-			fmt.Fprintf(&b, "\n%s: first failure: %s\n", r.name, r.failed)
-		}
-	}
-	return b.String()
-}
-
-func cpuInfo() string {
-	f, err := os.Open("/proc/cpuinfo")
+func copyFile(from, to string) error {
+	b, err := os.ReadFile(from)
 	if err != nil {
-		return "unknown cpu"
+		return err
 	}
-	defer f.Close()
-	raw, _ := io.ReadAll(f)
-	for _, line := range strings.Split(string(raw), "\n") {
-		if strings.HasPrefix(line, "model name") {
-			_, v, _ := strings.Cut(line, ":")
-			return strings.TrimSpace(v)
-		}
-	}
-	return "unknown cpu"
+	return os.WriteFile(to, b, 0o755)
 }

@@ -48,8 +48,8 @@
 //
 // An attachment is identified by (network, containerID, ifname). Its
 // objects are named from that identity alone: the chains a-<net8>-<att16>
-// and g-<net8>-<att16> (8 hex digits of sha256(network), 16 of
-// sha256(network, containerID, ifname)). Every element nswire adds points
+// and g-<net8>-<att16> (8 hex digits of a hash of the network, 16 of a hash
+// of (network, containerID, ifname); see pkg/ident). Every element nswire adds points
 // at one of those chains (ports maps: goto a-…; guard map: jump g-…) and
 // carries the identity as its comment.
 //

@@ -1,18 +1,13 @@
 package firewall
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
+	"github.com/nswire/nswire/pkg/ident"
 	"net"
 	"strconv"
-	"strings"
 )
 
-func hash(parts ...string) string {
-	sum := sha256.Sum256([]byte(strings.Join(parts, "\x00")))
-	return hex.EncodeToString(sum[:])
-}
+func hash(parts ...string) string { return ident.Hex(32, parts...) }
 
 // netTag is 8 hex digits naming a network inside chain names, so that GC can
 // find one network's chains by prefix.

@@ -1,8 +1,6 @@
 package ipam
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -11,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/nswire/nswire/pkg/ident"
 	"golang.org/x/sys/unix"
 )
 
@@ -98,8 +97,7 @@ func (s *DiskStore) ipPath(ip netip.Addr) string {
 // indexName derives the index file from the attachment, so a lookup is one
 // open(2) however many reservations exist.
 func indexName(a Attachment) string {
-	sum := sha256.Sum256([]byte(a.ContainerID + "\x00" + a.IfName))
-	return indexPrefix + hex.EncodeToString(sum[:16])
+	return indexPrefix + ident.Hex(32, a.ContainerID, a.IfName)
 }
 
 func (s *DiskStore) indexPath(a Attachment) string {

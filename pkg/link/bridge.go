@@ -3,12 +3,12 @@
 package link
 
 import (
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net"
 
 	"github.com/containernetworking/cni/pkg/types"
+	"github.com/nswire/nswire/pkg/ident"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -130,7 +130,7 @@ func createBridge(s BridgeSpec) (*netlink.Bridge, bool, error) {
 }
 
 func bridgeMAC(name string) net.HardwareAddr {
-	sum := sha256.Sum256([]byte("nswire-bridge/" + name))
+	sum := ident.Sum("nswire-bridge", name)
 	mac := net.HardwareAddr(sum[:6])
 	mac[0] = (mac[0] | 0x02) &^ 0x01 // locally administered, unicast
 	return mac

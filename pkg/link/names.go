@@ -1,8 +1,7 @@
 package link
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
+	"github.com/nswire/nswire/pkg/ident"
 	"strings"
 )
 
@@ -13,8 +12,7 @@ const HostVethPrefix = "nsw"
 // DEL and GC find it without state. 12 hex digits keep collisions out of
 // reach (2^48) within the kernel's 15-character limit.
 func HostVethName(network, containerID, ifName string) string {
-	sum := sha256.Sum256([]byte(network + "\x00" + containerID + "\x00" + ifName))
-	return HostVethPrefix + hex.EncodeToString(sum[:6])
+	return HostVethPrefix + ident.Hex(12, network, containerID, ifName)
 }
 
 // OwnerGroup is the device group (IFLA_GROUP) nswire creates its links

@@ -20,8 +20,6 @@
 package shaping
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
@@ -31,6 +29,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/nswire/nswire/pkg/ident"
 	"github.com/nswire/nswire/pkg/link"
 )
 
@@ -53,8 +52,7 @@ const (
 
 // IfbName is the ifb device that shapes a host veth's incoming traffic.
 func IfbName(hostIf string) string {
-	sum := sha256.Sum256([]byte(hostIf))
-	return "nsi" + hex.EncodeToString(sum[:6])
+	return "nsi" + ident.Hex(12, hostIf)
 }
 
 func invalid(msg string, args ...any) error {

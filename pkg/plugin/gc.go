@@ -37,52 +37,67 @@ func GC(args *skel.CmdArgs) (err error) {
 }
 
 func gcLinks(n *config.Net, valid map[string]bool) error {
-	network := n.Name
 	links, err := link.LinkList(nil)
 	if err != nil {
 		return fmt.Errorf("list links: %w", err)
 	}
-	var errs []error
-	// A host end a killed ADD left before marking it: nswire's group, no
-	// alias, on this network's bridge (GC excludes this network's ADDs),
-	// and not the derived name of a valid attachment.
+	return errors.Join(gcHalfMade(n, links), gcMarked(n.Name, links, valid), gcOrphanIfbs(links))
+}
+
+// gcHalfMade removes host ends a killed ADD left before marking them:
+// nswire's device group, no alias, on this network's bridge (GC is
+// exclusive with this network's ADDs), not a valid attachment's name.
+func gcHalfMade(n *config.Net, links []netlink.Link) error {
+	if !n.Bridged() {
+		return nil
+	}
 	brIndex := 0
 	for _, l := range links {
-		if n.Bridged() && l.Attrs().Name == n.Bridge {
+		if l.Attrs().Name == n.Bridge {
 			brIndex = l.Attrs().Index
 		}
 	}
 	validNames := map[string]bool{}
 	for _, a := range n.ValidAttachments {
-		validNames[link.HostVethName(network, a.ContainerID, a.IfName)] = true
+		validNames[link.HostVethName(n.Name, a.ContainerID, a.IfName)] = true
 	}
+	var errs []error
 	for _, l := range links {
 		a := l.Attrs()
-		if brIndex != 0 && a.MasterIndex == brIndex && a.Alias == "" && a.Group == link.OwnerGroup && !validNames[a.Name] {
-			if err := shaping.Remove(nil, a.Name); err != nil {
-				errs = append(errs, fmt.Errorf("gc shaping of %s: %w", a.Name, err))
-			}
-			if err := netlink.LinkDel(l); err != nil {
-				errs = append(errs, fmt.Errorf("gc half-made %s: %w", a.Name, err))
-			}
+		if brIndex == 0 || a.MasterIndex != brIndex || a.Alias != "" || a.Group != link.OwnerGroup || validNames[a.Name] {
+			continue
+		}
+		errs = append(errs, shaping.Remove(nil, a.Name))
+		if err := netlink.LinkDel(l); err != nil {
+			errs = append(errs, fmt.Errorf("gc half-made %s: %w", a.Name, err))
 		}
 	}
+	return errors.Join(errs...)
+}
+
+// gcMarked removes this network's marked host ends whose attachment is not
+// valid. Shaping goes first: while the veth exists, a GC killed midway is
+// finished by the next one.
+func gcMarked(network string, links []netlink.Link, valid map[string]bool) error {
+	var errs []error
 	for _, l := range links {
 		net, cid, ifName, ok := link.ParseAlias(l.Attrs().Alias)
 		if !ok || net != network || valid[cid+"/"+ifName] {
 			continue
 		}
-		// Shaping first: while the marked veth exists, a GC killed
-		// midway is finished by the next one.
-		if err := shaping.Remove(nil, l.Attrs().Name); err != nil {
-			errs = append(errs, fmt.Errorf("gc shaping of %s: %w", l.Attrs().Name, err))
-		}
+		errs = append(errs, shaping.Remove(nil, l.Attrs().Name))
 		if err := link.DeleteOwned(l.Attrs().Name, l.Attrs().Alias); err != nil {
 			errs = append(errs, fmt.Errorf("gc %s: %w", l.Attrs().Name, err))
 		}
 	}
-	// An ifb whose veth is gone shapes nothing, whatever its network
-	// (veth deleted by an admin, its netns destroyed, an older GC killed).
+	return errors.Join(errs...)
+}
+
+// gcOrphanIfbs removes ifbs whose veth is gone, whatever their network:
+// they shape nothing (veth deleted by an admin, netns destroyed, an
+// earlier GC killed).
+func gcOrphanIfbs(links []netlink.Link) error {
+	var errs []error
 	for _, name := range shaping.OrphanIfbs(nil, links) {
 		if err := shaping.RemoveIfb(nil, name); err != nil {
 			errs = append(errs, fmt.Errorf("gc orphan %s: %w", name, err))

@@ -2,11 +2,13 @@
 // container ID, interface): host veth, ifb, nftables chains, IPAM index
 // files. A name must be the same in every process and spread well; it is
 // not a security boundary (the runtime, not the container, picks the IDs),
-// so a 128-bit FNV-1a serves, and keeps crypto/sha256 and the FIPS module's
-// start-up work out of a binary that starts for every CNI verb.
+// so a 128-bit FNV-1a with a final mix serves, and keeps crypto/sha256 and
+// the FIPS module's start-up work out of a binary that starts for every CNI
+// verb.
 package ident
 
 import (
+	"encoding/binary"
 	"encoding/hex"
 	"hash/fnv"
 )
@@ -21,9 +23,27 @@ func Sum(parts ...string) [16]byte {
 		}
 		h.Write([]byte(p))
 	}
+	var raw [16]byte
+	h.Sum(raw[:0])
+	// FNV's top bits hardly depend on the last bytes (names differing in a
+	// final character share their leading digits), and names use the
+	// leading digits: mix both halves through murmur3's finalizer.
+	hi, lo := binary.BigEndian.Uint64(raw[:8]), binary.BigEndian.Uint64(raw[8:])
+	lo = fmix64(lo ^ hi)
+	hi = fmix64(hi ^ lo)
 	var out [16]byte
-	h.Sum(out[:0])
+	binary.BigEndian.PutUint64(out[:8], hi)
+	binary.BigEndian.PutUint64(out[8:], lo)
 	return out
+}
+
+func fmix64(k uint64) uint64 {
+	k ^= k >> 33
+	k *= 0xff51afd7ed558ccd
+	k ^= k >> 33
+	k *= 0xc4ceb9fe1a85ec53
+	k ^= k >> 33
+	return k
 }
 
 // Hex is the first n hex digits (n ≤ 32) of Sum(parts...).

@@ -1,6 +1,9 @@
 package ident
 
-import "testing"
+import (
+	"fmt"
+	"testing"
+)
 
 // Names derived from identities are written into the kernel and onto disk
 // by one process and looked up by another, possibly of a later version:
@@ -12,7 +15,21 @@ func TestStable(t *testing.T) {
 	if Hex(16, "ab", "c") == Hex(16, "a", "bc") {
 		t.Errorf("parts are not separated")
 	}
-	if got, want := Hex(12, "nswire"), "65e907a1593c"; got != want {
+	if got, want := Hex(12, "nswire"), "4f99e441e2b9"; got != want {
 		t.Errorf("Hex(12, nswire) = %s, want %s (a change renames every existing link)", got, want)
+	}
+}
+
+// Names are prefixes of the hash: identities that differ in one trailing
+// character (ctr1, ctr2, ...) must not share them.
+func TestPrefixesSpread(t *testing.T) {
+	seen := map[string]string{}
+	for i := range 3000 {
+		id := fmt.Sprintf("net%d", i)
+		p := Hex(8, id)
+		if other, dup := seen[p]; dup {
+			t.Fatalf("%s and %s share the 8-digit prefix %s", id, other, p)
+		}
+		seen[p] = id
 	}
 }

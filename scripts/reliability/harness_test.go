@@ -2,8 +2,6 @@ package reliability
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +21,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
 
+	"github.com/nswire/nswire/pkg/ident"
 	"github.com/nswire/nswire/pkg/link"
 	"github.com/nswire/nswire/pkg/shaping"
 	"github.com/nswire/nswire/pkg/testutil"
@@ -116,18 +115,13 @@ func (a *att) shaped() bool {
 // (doc.go): g-<net8>-<att16> (anti-spoofing) always, a-<net8>-<att16>
 // (DNAT) when it publishes ports.
 func (a *att) chains() []string {
-	net8 := hashHex(a.net.name)[:8]
-	att16 := hashHex(a.net.name + "\x00" + a.id + "\x00" + a.ifname)[:16]
+	net8 := ident.Hex(8, a.net.name)
+	att16 := ident.Hex(16, a.net.name, a.id, a.ifname)
 	out := []string{"g-" + net8 + "-" + att16}
 	if p, _ := a.rc["portMappings"].([]any); len(p) > 0 {
 		out = append(out, "a-"+net8+"-"+att16)
 	}
 	return out
-}
-
-func hashHex(s string) string {
-	sum := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(sum[:])
 }
 
 func (a *att) ip(v4 bool) net.IP {

@@ -169,32 +169,33 @@ func nftConn(t *testing.T, host *testutil.NS) *nftables.Conn {
 // containers lose their published ports and anti-spoofing; CHECK must
 // report it.
 func TestNftTablesDeletedByAdmin(t *testing.T) {
-	t.Parallel()
-	f := newHostFixture(t, "")
-	c := nftConn(t, f.host.NS)
-	c.DelTable(&nftables.Table{Name: "nswire", Family: nftables.TableFamilyINet})
-	c.DelTable(&nftables.Table{Name: "nswire", Family: nftables.TableFamilyBridge})
-	if err := c.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	f.honest(f.a, f.b, "tables deleted", "")
-	n := f.addNew("c", "d")
-	f.honest(f.a, f.b, "after the next ADD", "")
-	f.finish(n...)
+	afterNftDamage(t, "tables deleted", func(c *nftables.Conn) {
+		c.DelTable(&nftables.Table{Name: "nswire", Family: nftables.TableFamilyINet})
+		c.DelTable(&nftables.Table{Name: "nswire", Family: nftables.TableFamilyBridge})
+	})
 }
 
 // TestNftTableFlushedByAdmin: `nft flush table inet nswire` (every rule
 // gone, chains and sets kept). The next ADD must leave a working
 // published port for the new container.
 func TestNftTableFlushedByAdmin(t *testing.T) {
+	afterNftDamage(t, "table flushed", func(c *nftables.Conn) {
+		c.FlushTable(&nftables.Table{Name: "nswire", Family: nftables.TableFamilyINet})
+	})
+}
+
+// afterNftDamage applies an admin's nftables change to a host with live
+// containers, then checks that CHECK tells the truth about them before and
+// after the next ADD, and that new containers work.
+func afterNftDamage(t *testing.T, what string, damage func(*nftables.Conn)) {
 	t.Parallel()
 	f := newHostFixture(t, "")
 	c := nftConn(t, f.host.NS)
-	c.FlushTable(&nftables.Table{Name: "nswire", Family: nftables.TableFamilyINet})
+	damage(c)
 	if err := c.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	f.honest(f.a, f.b, "table flushed", "")
+	f.honest(f.a, f.b, what, "")
 	n := f.addNew("c", "d")
 	f.honest(f.a, f.b, "after the next ADD", "")
 	f.finish(n...)

@@ -1,0 +1,111 @@
+package firewall
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/google/nftables"
+)
+
+// Addresses lists, for each attachment of network, the addresses its
+// anti-spoofing chain lets it send from, keyed by owner
+// ("network/containerID/ifname"). It lists chains: a recovery path (the
+// IPAM store was lost), never ADD's or DEL's.
+func (f *Firewall) Addresses(network string) (map[string][]net.IP, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	prefix := guardPrefix + netTag(network) + "-"
+	out := map[string][]net.IP{}
+	for _, t := range []*nftables.Table{brTable, inetTable} {
+		chains, err := f.nft.ListChainsOfTableFamily(t.Family)
+		if err != nil {
+			return nil, fmt.Errorf("list chains: %w", err)
+		}
+		for _, ch := range chains {
+			if ch.Table.Name != TableName || !strings.HasPrefix(ch.Name, prefix) {
+				continue
+			}
+			rules, err := f.nft.GetRules(t, &nftables.Chain{Name: ch.Name, Table: t})
+			if err != nil {
+				return nil, fmt.Errorf("read chain %s: %w", ch.Name, err)
+			}
+			owner, ips := guardRecord(rules)
+			if owner != "" {
+				out[owner] = ips
+			}
+		}
+	}
+	return out, nil
+}
+
+// guardRecord reads a guard chain's owner (first rule: "nswire guard
+// <hostIf> <owner>") and its unicast addresses ("ip <addr>" rules).
+func guardRecord(rules []*nftables.Rule) (owner string, ips []net.IP) {
+	for i, r := range rules {
+		f := strings.Fields(ruleComment(r))
+		if i == 0 && len(f) == 4 && f[0] == "nswire" && f[1] == "guard" {
+			owner = f[3]
+		}
+		if len(f) == 2 && f[0] == "ip" {
+			if ip := net.ParseIP(f[1]); ip != nil && ip.IsGlobalUnicast() {
+				ips = append(ips, ip)
+			}
+		}
+	}
+	return owner, ips
+}
+
+// GC removes the objects of every attachment of network n that is not in
+// valid. It lists chains (GC is not on the ADD/DEL path and is exclusive
+// with them), keeps going on errors and joins them. With no valid
+// attachment left the network-level elements go too.
+func (f *Firewall) GC(n Network, valid []types.GCAttachment) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	keep := map[string]bool{}
+	for _, v := range valid {
+		keep[attTag(n.Name, v.ContainerID, v.IfName)] = true
+	}
+	prefixTag := netTag(n.Name) + "-"
+	stale := map[string]bool{}
+	var errs []error
+	for _, fam := range []nftables.TableFamily{nftables.TableFamilyINet, nftables.TableFamilyBridge} {
+		chains, err := f.nft.ListChainsOfTableFamily(fam)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("list chains: %w", err))
+			continue
+		}
+		for _, ch := range chains {
+			if ch.Table.Name != TableName {
+				continue
+			}
+			for _, p := range []string{attPrefix, guardPrefix} {
+				if tag, ok := strings.CutPrefix(ch.Name, p+prefixTag); ok && len(tag) == 16 && !keep[tag] {
+					stale[tag] = true
+				}
+			}
+		}
+	}
+	for _, tag := range slices.Sorted(func(yield func(string) bool) {
+		for t := range stale {
+			if !yield(t) {
+				return
+			}
+		}
+	}) {
+		nm := names{owner: n.Name + "/gc:" + tag, att: attPrefix + prefixTag + tag, guard: guardPrefix + prefixTag + tag}
+		if err := f.delByNames(nm, ""); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(valid) == 0 && len(n.Subnets) > 0 {
+		if err := f.flush(queueNetwork(f.nft, n, true)); err != nil && !isNotFound(err) {
+			errs = append(errs, fmt.Errorf("firewall: gc network %s: %w", n.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,117 @@
+package firewall
+
+import (
+	"fmt"
+	"net"
+	"slices"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// queuePorts adds the attachment's DNAT chain and its map elements, plus
+// the overlap assertions: adding an element with our verdict and deleting
+// it in the same transaction fails with EEXIST exactly when someone else
+// holds that key, and leaves nothing behind otherwise.
+func queuePorts(c *nftables.Conn, nm names, keys []portKey, local map[int][]net.IP) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	ch := &nftables.Chain{Table: inetTable, Name: nm.att}
+	c.AddChain(ch)
+	c.FlushChain(ch)
+	to := &expr.Verdict{Kind: expr.VerdictGoto, Chain: nm.att}
+	for _, k := range keys {
+		c.AddRule(&nftables.Rule{Table: inetTable, Chain: ch, Exprs: dnatRule(k), UserData: comment(k.record())})
+	}
+	for _, k := range keys {
+		el := []nftables.SetElement{{Key: k.key(), VerdictData: to, Comment: nm.owner}}
+		if err := c.SetAddElements(setDef(inetTable, k.set()), el); err != nil {
+			return err
+		}
+	}
+	for _, k := range keys {
+		for _, o := range overlapping(k, local) {
+			el := []nftables.SetElement{{Key: o.key(), VerdictData: to}}
+			s := setDef(inetTable, o.set())
+			if err := c.SetAddElements(s, el); err != nil {
+				return err
+			}
+			if err := c.SetDeleteElements(s, el); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// overlapping lists the keys of other maps that would capture the same
+// packets as k: the wildcard for a specific address, and the host's own
+// addresses for a wildcard.
+func overlapping(k portKey, local map[int][]net.IP) []portKey {
+	if !k.any {
+		o := k
+		o.any, o.hostIP = true, nil
+		return []portKey{o}
+	}
+	var out []portKey
+	for _, ip := range local[k.fam] {
+		o := k
+		o.any, o.hostIP = false, ip
+		out = append(out, o)
+	}
+	return out
+}
+
+// localAddrs lists the addresses that address-specific mappings use: the
+// only ones a wildcard mapping can clash with. It reads the two
+// address-specific maps (one element per such mapping, usually none), not
+// the host's addresses, which grow with every container.
+func (f *Firewall) localAddrs(keys []portKey) (map[int][]net.IP, error) {
+	if !slices.ContainsFunc(keys, func(k portKey) bool { return k.any }) {
+		return nil, nil
+	}
+	out := map[int][]net.IP{}
+	for _, fam := range []int{4, 6} {
+		els, err := f.nft.GetSetElements(setDef(inetTable, portsSet(fam, false)))
+		if isNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list address-specific ports: %w", err)
+		}
+		size := net.IPv4len
+		if fam == 6 {
+			size = net.IPv6len
+		}
+		seen := map[string]bool{}
+		for _, e := range els {
+			if len(e.Key) < size || seen[string(e.Key[:size])] {
+				continue
+			}
+			seen[string(e.Key[:size])] = true
+			out[fam] = append(out[fam], net.IP(slices.Clone(e.Key[:size])))
+		}
+	}
+	return out, nil
+}
+
+func dnatRule(k portKey) []expr.Any {
+	natFam := uint32(unix.NFPROTO_IPV4)
+	if k.fam == 6 {
+		natFam = unix.NFPROTO_IPV6
+	}
+	e := cat(nfproto(k.fam), []expr.Any{
+		meta(expr.MetaKeyL4PROTO, reg1), cmp(expr.CmpOpEq, reg1, []byte{protoNums[k.proto]}),
+		load(expr.PayloadBaseTransportHeader, 2, 2, reg1), cmp(expr.CmpOpEq, reg1, be16(k.hostPort)),
+	})
+	if !k.any {
+		e = append(e, daddr(k.fam, reg1), cmp(expr.CmpOpEq, reg1, ipBytes(k.hostIP, k.fam)))
+	}
+	return append(e,
+		&expr.Immediate{Register: 1, Data: ipBytes(k.ctrIP, k.fam)},
+		&expr.Immediate{Register: 2, Data: be16(k.ctrPort)},
+		&expr.NAT{Type: expr.NATTypeDestNAT, Family: natFam, RegAddrMin: 1, RegProtoMin: 2, Specified: true},
+	)
+}

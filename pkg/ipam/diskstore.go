@@ -94,6 +94,28 @@ func (s *DiskStore) ipPath(ip netip.Addr) string {
 	return filepath.Join(s.dir, ip.String())
 }
 
+// HoldsReservations reports whether the network's store directory holds a
+// reservation (a file named by an address), without taking the lock.
+// Bookkeeping files are few, so the first batch of entries of a store in
+// use always shows one; an unreadable directory counts as holding some.
+func (c *Config) HoldsReservations() bool {
+	d, err := os.Open(filepath.Join(c.DataDir, c.Name))
+	if errors.Is(err, os.ErrNotExist) {
+		return false
+	}
+	if err != nil {
+		return true
+	}
+	defer d.Close()
+	names, _ := d.Readdirnames(16)
+	for _, name := range names {
+		if _, err := netip.ParseAddr(name); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
 // indexName derives the index file from the attachment, so a lookup is one
 // open(2) however many reservations exist.
 func indexName(a Attachment) string {

@@ -96,17 +96,13 @@ func checkFirewall(a *firewall.Attachment, l shaping.Limits) error {
 // expectation reads the container end's expected state from the result.
 func expectation(n *config.Net, args *skel.CmdArgs, res *current.Result) (link.Expect, error) {
 	e := link.Expect{IfName: args.IfName, MTU: n.MTU, Routes: res.Routes}
-	idx := -1
-	for i, ifc := range res.Interfaces {
-		if ifc.Name == args.IfName && ifc.Sandbox != "" {
-			idx, e.MAC = i, ifc.Mac
-			if ifc.Mtu != 0 {
-				e.MTU = ifc.Mtu
-			}
-		}
-	}
-	if idx < 0 {
+	idx, ifc := sandboxInterface(res, args.IfName)
+	if ifc == nil {
 		return e, fmt.Errorf("prevResult has no interface %q in a sandbox", args.IfName)
+	}
+	e.MAC = ifc.Mac
+	if ifc.Mtu != 0 {
+		e.MTU = ifc.Mtu
 	}
 	for _, ipc := range res.IPs {
 		if ipc.Interface == nil || *ipc.Interface == idx {
@@ -124,7 +120,7 @@ func bridgeGateways(res *current.Result) []*net.IPNet {
 	var gws []*net.IPNet
 	for _, ipc := range res.IPs {
 		if ipc.Gateway != nil {
-			gws = append(gws, &net.IPNet{IP: ipc.Gateway, Mask: ipc.Address.Mask})
+			gws = append(gws, gatewayNet(ipc))
 		}
 	}
 	return gws

@@ -43,10 +43,8 @@ func fwAttachment(n *config.Net, containerID, ifName, hostIf string, res *curren
 		addr := ipc.Address
 		a.IPs = append(a.IPs, &addr)
 	}
-	for _, ifc := range res.Interfaces {
-		if ifc.Name == ifName && ifc.Sandbox != "" && n.PinMAC() {
-			a.MAC, _ = net.ParseMAC(ifc.Mac)
-		}
+	if _, ifc := sandboxInterface(res, ifName); ifc != nil && n.PinMAC() {
+		a.MAC, _ = net.ParseMAC(ifc.Mac)
 	}
 	return a
 }

@@ -1,7 +1,6 @@
 package plugin
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -10,6 +9,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/nswire/nswire/pkg/config"
+	"github.com/nswire/nswire/pkg/ipam"
 	"github.com/nswire/nswire/pkg/link"
 	"github.com/nswire/nswire/pkg/shaping"
 )
@@ -98,7 +98,7 @@ func gcMarked(network string, links []netlink.Link, valid map[string]bool) error
 // earlier GC killed).
 func gcOrphanIfbs(links []netlink.Link) error {
 	var errs []error
-	for _, name := range shaping.OrphanIfbs(nil, links) {
+	for _, name := range shaping.OrphanIfbs(links) {
 		if err := shaping.RemoveIfb(nil, name); err != nil {
 			errs = append(errs, fmt.Errorf("gc orphan %s: %w", name, err))
 		}
@@ -117,31 +117,19 @@ func gcFirewall(n *config.Net, subnets []*net.IPNet) error {
 	return fw.GC(fn, n.ValidAttachments)
 }
 
-// configuredSubnets reads the subnets of a host-local style ipam section
-// (ranges, or the legacy flat subnet), so GC can drop the network-level
-// firewall elements once no attachment is left.
+// configuredSubnets are the subnets of the network's host-local style ipam
+// section (both IPAMs share it), so GC can drop the network-level firewall
+// elements once no attachment is left. Nil when it does not parse.
 func configuredSubnets(stdin []byte) []*net.IPNet {
-	var c struct {
-		IPAM struct {
-			Subnet string `json:"subnet"`
-			Ranges [][]struct {
-				Subnet string `json:"subnet"`
-			} `json:"ranges"`
-		} `json:"ipam"`
-	}
-	if json.Unmarshal(stdin, &c) != nil {
+	cfg, err := ipam.ParseConfig(stdin, "")
+	if err != nil {
 		return nil
 	}
-	raw := []string{c.IPAM.Subnet}
-	for _, set := range c.IPAM.Ranges {
-		for _, r := range set {
-			raw = append(raw, r.Subnet)
-		}
-	}
 	var out []*net.IPNet
-	for _, s := range raw {
-		if _, n, err := net.ParseCIDR(s); err == nil {
-			out = append(out, n)
+	for _, set := range cfg.RangeSets {
+		for _, r := range set {
+			p := r.Subnet.Masked()
+			out = append(out, &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())})
 		}
 	}
 	return out

@@ -91,9 +91,14 @@ func (p *plan) addIP(n *config.Net, ipc *current.IPConfig) error {
 		return types.NewError(types.ErrInvalidNetworkConfig,
 			fmt.Sprintf("ipam: gateway %s is not a usable gateway for %s", ipc.Gateway, ipc.Address.String()), "")
 	}
-	p.bridgeGWs = append(p.bridgeGWs, &net.IPNet{IP: ipc.Gateway, Mask: ipc.Address.Mask})
+	p.bridgeGWs = append(p.bridgeGWs, gatewayNet(ipc))
 	p.addrs = append(p.addrs, &addr)
 	return nil
+}
+
+// gatewayNet is the gateway with its subnet's prefix: the bridge's address.
+func gatewayNet(ipc *current.IPConfig) *net.IPNet {
+	return &net.IPNet{IP: ipc.Gateway, Mask: ipc.Address.Mask}
 }
 
 func routedGateway(ipamGW net.IP, v4 bool) net.IP {

@@ -2,12 +2,8 @@ package plugin
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -28,7 +24,7 @@ func restoreReservations(n *config.Net, args *skel.CmdArgs) error {
 	if err != nil {
 		return nil // the IPAM ADD reports it with its own code
 	}
-	if holdsReservations(filepath.Join(cfg.DataDir, n.Name)) {
+	if cfg.HoldsReservations() {
 		return nil
 	}
 	fw, err := openFirewall()
@@ -50,27 +46,6 @@ func restoreReservations(n *config.Net, args *skel.CmdArgs) error {
 		}
 	}
 	return nil
-}
-
-// holdsReservations reports whether the store directory has a reservation
-// (a file named by an address). Bookkeeping files are few, so the first
-// batch of entries of a store in use always shows one.
-func holdsReservations(dir string) bool {
-	d, err := os.Open(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return false
-	}
-	if err != nil {
-		return true // unreadable: let IPAM report it
-	}
-	defer d.Close()
-	names, _ := d.Readdirnames(16)
-	for _, name := range names {
-		if net.ParseIP(name) != nil {
-			return true
-		}
-	}
-	return false
 }
 
 // reReserve gives an attachment back its addresses as a static request.

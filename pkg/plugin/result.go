@@ -22,6 +22,17 @@ func interfaces(br *netlink.Bridge, host, cont netlink.Link, sandbox string) []*
 	return ifs
 }
 
+// sandboxInterface finds the container end (ifName, with a sandbox) in a
+// result; -1 when absent.
+func sandboxInterface(res *current.Result, ifName string) (int, *current.Interface) {
+	for i, ifc := range res.Interfaces {
+		if ifc.Name == ifName && ifc.Sandbox != "" {
+			return i, ifc
+		}
+	}
+	return -1, nil
+}
+
 // setInterfaceIndex points every IP at the container end.
 func setInterfaceIndex(res *current.Result) {
 	for _, ipc := range res.IPs {

@@ -213,7 +213,7 @@ func ownedIfb(l netlink.Link, hostIf string) bool {
 }
 
 // OrphanIfbs returns nswire's ifbs whose host veth no longer exists.
-func OrphanIfbs(h *netlink.Handle, links []netlink.Link) []string {
+func OrphanIfbs(links []netlink.Link) []string {
 	names := map[string]bool{}
 	for _, l := range links {
 		names[l.Attrs().Name] = true

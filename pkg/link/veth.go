@@ -122,13 +122,19 @@ func OwnedLink(name, alias string) (netlink.Link, error) {
 // DeleteOwned removes the host veth (and with it the container end) when
 // it is this attachment's; absent is success.
 func DeleteOwned(name, alias string) error {
-	l, err := OwnedLink(name, alias)
-	if err != nil || l == nil {
+	d, err := StartDeleteOwned(name, alias)
+	if err != nil {
 		return err
 	}
-	err = netlink.LinkDel(l)
-	if errors.Is(err, unix.ENODEV) {
-		return nil
+	return d.Wait()
+}
+
+// StartDeleteOwned is DeleteOwned returning as soon as both ends are
+// unlisted; see Deletion.
+func StartDeleteOwned(name, alias string) (*Deletion, error) {
+	l, err := OwnedLink(name, alias)
+	if err != nil || l == nil {
+		return finished(nil), err
 	}
-	return err
+	return StartDelete(l), nil
 }

@@ -50,25 +50,27 @@ func Add(args *skel.CmdArgs) (err error) {
 		return err
 	}
 	t.step("netns")
-	ipam := newIPAM(n, args)
-	if ipam.builtin() {
-		if err := restoreReservations(n, args); err != nil {
-			return err
-		}
+	// The allocation's undo goes first so that a rollback removes the
+	// links before the address is free again.
+	alloc := startAllocation(n, args)
+	undo.push(alloc.release)
+	p := newPlan(n, args)
+	br, host, err := attach(n, args, cns, p, &undo)
+	res, ipamErr := alloc.wait()
+	t.step("links+ipam")
+	if ipamErr != nil {
+		return ipamErr
 	}
-	res, err := ipam.add()
 	if err != nil {
 		return err
 	}
-	undo.push(ipam.del)
-	t.step("ipam")
-	p, err := newPlan(n, args, res)
-	if err != nil {
+	if err := p.addresses(n, res); err != nil {
 		return err
 	}
-	if err := wire(n, args, cns, p, res, &undo, t); err != nil {
+	if err := wire(n, args, cns, p, br, host, res); err != nil {
 		return err
 	}
+	t.step("addresses")
 	if err := protect(n, args, p, res, &undo); err != nil {
 		return err
 	}
@@ -76,45 +78,52 @@ func Add(args *skel.CmdArgs) (err error) {
 	return types.PrintResult(res, n.CNIVersion)
 }
 
-// wire makes the kernel objects of the plan and fills res.Interfaces.
-func wire(n *config.Net, args *skel.CmdArgs, cns *netns.NS, p *plan, res *current.Result, undo *rollback, t *trace) error {
-	if err := link.EnableForwarding(p.v4, p.v6); err != nil {
-		return fmt.Errorf("enable forwarding: %w", err)
-	}
+// attach makes the links, which need no address: the bridge (up, gateways
+// come later) and the veth on it, hairpin on.
+func attach(n *config.Net, args *skel.CmdArgs, cns *netns.NS, p *plan, undo *rollback) (*netlink.Bridge, netlink.Link, error) {
 	var br *netlink.Bridge
 	if n.Bridged() {
 		var created bool
 		var err error
-		br, created, err = link.EnsureBridge(link.BridgeSpec{Name: n.Bridge, MTU: p.mtu, Gateways: p.bridgeGWs})
+		br, created, err = link.EnsureBridge(link.BridgeSpec{Name: n.Bridge, MTU: p.mtu})
 		if created {
 			undo.push(func() error { return link.DeleteBridgeIfUnused(n.Bridge) })
 		}
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
-		t.step("bridge")
 	}
 	host, err := createVeth(n, args, cns, p, br)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	undo.push(func() error { return link.DeleteOwned(p.hostName, p.alias) })
-	t.step("veth")
-	if !n.Bridged() {
-		if err := link.ConfigureRoutedHost(host, p.hostGWs, p.addrs); err != nil {
+	if n.Bridged() && n.Hairpin() {
+		if err := netlink.LinkSetHairpin(host, true); err != nil {
+			return nil, nil, fmt.Errorf("hairpin on %q: %w", p.hostName, err)
+		}
+	}
+	return br, host, nil
+}
+
+// wire gives the links their addresses and routes (the bridge its
+// gateways) and fills res.Interfaces.
+func wire(n *config.Net, args *skel.CmdArgs, cns *netns.NS, p *plan, br *netlink.Bridge, host netlink.Link, res *current.Result) error {
+	if err := link.EnableForwarding(p.v4, p.v6); err != nil {
+		return fmt.Errorf("enable forwarding: %w", err)
+	}
+	if n.Bridged() {
+		if err := link.ConfigureBridge(br, link.BridgeSpec{Name: n.Bridge, MTU: p.mtu, Gateways: p.bridgeGWs}); err != nil {
 			return err
 		}
-	} else if n.Hairpin() {
-		if err := netlink.LinkSetHairpin(host, true); err != nil {
-			return fmt.Errorf("hairpin on %q: %w", p.hostName, err)
-		}
+	} else if err := link.ConfigureRoutedHost(host, p.hostGWs, p.addrs); err != nil {
+		return err
 	}
 	cl, routes, err := link.ConfigureContainer(cns, link.ContainerSpec{IfName: args.IfName, Addrs: p.addrs, Routes: p.routes, OnLink: p.onLink})
 	if err != nil {
 		return err
 	}
 	res.Routes = routes
-	t.step("container")
 	res.Interfaces, res.DNS = interfaces(br, host, cl, cns.Path), dns(n, res.DNS)
 	setInterfaceIndex(res)
 	return nil

@@ -98,3 +98,43 @@ func ipamError(verb, typ string, err error) error {
 	}
 	return types.NewError(types.ErrInternal, fmt.Sprintf("ipam %q %s: %v", typ, verb, err), "")
 }
+
+// allocation is an IPAM ADD running in the background: with nswire-ipam it
+// mostly waits for the disk (fsync), with a delegate for a process, and
+// ADD makes the links meanwhile.
+type allocation struct {
+	c    ipamClient
+	done chan struct{}
+	res  *current.Result
+	err  error
+}
+
+// startAllocation begins the IPAM ADD; for nswire-ipam it first rebuilds a
+// lost store (see restoreReservations).
+func startAllocation(n *config.Net, args *skel.CmdArgs) *allocation {
+	a := &allocation{c: newIPAM(n, args), done: make(chan struct{})}
+	go func() {
+		defer close(a.done)
+		if a.c.builtin() {
+			if a.err = restoreReservations(n, args); a.err != nil {
+				return
+			}
+		}
+		a.res, a.err = a.c.add()
+	}()
+	return a
+}
+
+func (a *allocation) wait() (*current.Result, error) {
+	<-a.done
+	return a.res, a.err
+}
+
+// release is the allocation's undo: it gives back what the ADD got, once
+// it has ended.
+func (a *allocation) release() error {
+	if _, err := a.wait(); err != nil {
+		return nil
+	}
+	return a.c.del()
+}

@@ -49,22 +49,28 @@ func identity(n *config.Net, args *skel.CmdArgs) (hostName, alias string) {
 		link.Alias(n.Name, args.ContainerID, args.IfName)
 }
 
-// newPlan fills in gateways and routes around IPAM's answer. It also
-// rewrites res (gateways, routes) into what the result will report.
-func newPlan(n *config.Net, args *skel.CmdArgs, res *current.Result) (*plan, error) {
+// newPlan starts the plan with what needs no address: names and MTU, all
+// the links need, so they can be made while IPAM allocates.
+func newPlan(n *config.Net, args *skel.CmdArgs) *plan {
 	p := &plan{mtu: n.MTU}
 	p.hostName, p.alias = identity(n, args)
 	if p.mtu == 0 {
 		p.mtu = defaultMTU()
 	}
+	return p
+}
+
+// addresses fills in gateways and routes around IPAM's answer. It also
+// rewrites res (gateways, routes) into what the result will report.
+func (p *plan) addresses(n *config.Net, res *current.Result) error {
 	for _, ipc := range res.IPs {
 		if err := p.addIP(n, ipc); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	p.routes = fillRoutes(n, res)
 	res.Routes = p.routes
-	return p, nil
+	return nil
 }
 
 func (p *plan) addIP(n *config.Net, ipc *current.IPConfig) error {

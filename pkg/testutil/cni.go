@@ -105,10 +105,16 @@ func Supports(v, verb string) bool {
 
 // BuildPlugins builds the module's plugin binaries into a fresh directory
 // and returns it. Call it from TestMain.
+// NSWIRE_PLUGIN_RACE=1 builds them with the race detector instead.
 func BuildPlugins(dir string, pkgs ...string) error {
+	flags, env := []string{"-trimpath", "-ldflags", "-s -w"}, "CGO_ENABLED=0" // static, as `make build` ships it
+	if os.Getenv("NSWIRE_PLUGIN_RACE") == "1" {
+		flags, env = []string{"-race"}, "CGO_ENABLED=1"
+	}
 	for _, p := range pkgs {
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", filepath.Join(dir, filepath.Base(p)), "github.com/nswire/nswire/"+p)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // static, as `make build` ships it
+		args := append(append([]string{"build"}, flags...), "-o", filepath.Join(dir, filepath.Base(p)), "github.com/nswire/nswire/"+p)
+		cmd := exec.Command("go", args...)
+		cmd.Env = append(os.Environ(), env)
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		if err := cmd.Run(); err != nil {
 			return err

@@ -15,9 +15,9 @@ import (
 // stepOrder is the order nswire's handlers record their steps in
 // (pkg/plugin: t.step); steps not listed follow, sorted.
 var stepOrder = map[string][]string{
-	"ADD":   {"netns", "ipam", "bridge", "veth", "container", "firewall"},
+	"ADD":   {"netns", "links+ipam", "addresses", "firewall"},
 	"CHECK": {"ipam", "kernel"},
-	"DEL":   {"veth", "firewall", "ipam"},
+	"DEL":   {"veth", "firewall", "ipam", "unregister"},
 }
 
 // stepTimes reads nswire's log (one JSON line per verb, -steps) and

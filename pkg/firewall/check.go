@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
 )
 
 // Check verifies that every object of the attachment is present and as Add
@@ -15,25 +16,43 @@ func (f *Firewall) Check(a *Attachment) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for t, chains := range baseChainNames {
-		for _, ch := range chains {
-			ok, err := f.q.chainExists(t, ch)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				return fmt.Errorf("firewall: nftables chain %s of table %s %s is missing", ch, familyName(t), TableName)
-			}
+	// One round: the base chains, the attachment's chains, its elements.
+	var base []*request
+	for _, t := range []*nftables.Table{inetTable, brTable} {
+		for _, ch := range baseChainNames[t] {
+			base = append(base, getChainReq(t, ch))
 		}
 	}
+	keys := portKeys(a)
+	var elems []*request
+	for _, k := range keys {
+		elems = append(elems, getElemReq(inetTable, k.set(), k.key()))
+	}
 	nm := namesOf(a.Net.Name, a.ContainerID, a.IfName)
-	st, err := f.readState(nm, a.HostIf)
+	st, err := f.readState(nm, a.HostIf, readOpts{extra: append(slices.Clone(base), elems...), speculate: true, records: true})
 	if err != nil {
 		return err
 	}
-	keys := portKeys(a)
-	for _, k := range keys {
-		e, err := f.q.getElem(inetTable, k.set(), k.key())
+	for _, r := range base {
+		ok, err := r.exists()
+		if err != nil {
+			return err
+		}
+		if !ok {
+			t, ch := inetTable, ""
+			for _, a := range r.attrs {
+				if a.Type == unix.NFTA_CHAIN_NAME {
+					ch = string(a.Data[:len(a.Data)-1])
+				}
+			}
+			if r.fam == nftables.TableFamilyBridge {
+				t = brTable
+			}
+			return fmt.Errorf("firewall: nftables chain %s of table %s %s is missing", ch, familyName(t), TableName)
+		}
+	}
+	for i, k := range keys {
+		e, err := elems[i].elem()
 		if err != nil {
 			return err
 		}

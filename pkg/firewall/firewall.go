@@ -27,34 +27,22 @@ type Options struct {
 type Firewall struct {
 	mu  sync.Mutex
 	fd  int
-	nft *nftables.Conn
-	q   *querier
-	nl  *netlink.Handle
+	q   *nlConn         // hot path: pipelined GETs and transactions (nl.go)
+	enc *encoder        // encodes transactions for q
+	nft *nftables.Conn  // listings (GC, Addresses, repair); opened on first use
+	nl  *netlink.Handle // conntrack; opened on first use
 }
 
-// New opens the netlink sockets in the namespace.
+// New opens the netlink socket in the namespace.
 func New(o Options) (*Firewall, error) {
 	fd := o.NetNSFd
 	if fd < 0 {
 		fd = 0
 	}
-	f := &Firewall{fd: fd}
+	f := &Firewall{fd: fd, enc: newEncoder()}
 	var err error
-	if f.nft, err = newConn(fd); err != nil {
+	if f.q, err = dialNL(fd); err != nil {
 		return nil, err
-	}
-	if f.q, err = dialQuerier(fd); err != nil {
-		f.nft.CloseLasting()
-		return nil, err
-	}
-	if fd == 0 {
-		f.nl, err = netlink.NewHandle(unix.NETLINK_NETFILTER, unix.NETLINK_ROUTE)
-	} else {
-		f.nl, err = netlink.NewHandleAt(netns.NsHandle(fd), unix.NETLINK_NETFILTER, unix.NETLINK_ROUTE)
-	}
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("netlink handle: %w", err)
 	}
 	return f, nil
 }
@@ -71,35 +59,63 @@ func newConn(fd int) (*nftables.Conn, error) {
 	return c, nil
 }
 
+// conn is the google/nftables connection used for listings.
+func (f *Firewall) conn() (*nftables.Conn, error) {
+	if f.nft == nil {
+		c, err := newConn(f.fd)
+		if err != nil {
+			return nil, err
+		}
+		f.nft = c
+	}
+	return f.nft, nil
+}
+
+func (f *Firewall) handle() (*netlink.Handle, error) {
+	if f.nl == nil {
+		var err error
+		if f.fd == 0 {
+			f.nl, err = netlink.NewHandle(unix.NETLINK_NETFILTER)
+		} else {
+			f.nl, err = netlink.NewHandleAt(netns.NsHandle(f.fd), unix.NETLINK_NETFILTER)
+		}
+		if err != nil {
+			f.nl = nil
+			return nil, fmt.Errorf("netlink handle: %w", err)
+		}
+	}
+	return f.nl, nil
+}
+
 // Close releases the sockets.
 func (f *Firewall) Close() {
-	if f.nft != nil {
-		f.nft.CloseLasting()
-	}
 	if f.q != nil {
 		f.q.close()
+	}
+	if f.nft != nil {
+		f.nft.CloseLasting()
 	}
 	if f.nl != nil {
 		f.nl.Close()
 	}
 }
 
-// flush sends the queued batch. A queueing error leaves messages behind in
-// the connection; replacing the connection drops them.
-func (f *Firewall) flush(queueErr error) error {
+// commit sends what is queued on the encoder as one transaction. A
+// queueing error drops the queue and is returned.
+func (f *Firewall) commit(queueErr error) error {
+	msgs, err := f.enc.take()
 	if queueErr != nil {
-		f.nft.CloseLasting()
-		if c, err := newConn(f.fd); err == nil {
-			f.nft = c
-		}
 		return queueErr
 	}
-	return f.nft.Flush()
+	if err != nil {
+		return err
+	}
+	return f.q.batch(msgs)
 }
 
 // EnsureTables creates or repairs nswire's tables, sets and base chains.
-// Add calls it by itself when the tables are missing; it never touches
-// per-attachment state.
+// Add calls it by itself when the tables are missing or flushed; it never
+// touches per-attachment state.
 func (f *Firewall) EnsureTables() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -107,28 +123,41 @@ func (f *Firewall) EnsureTables() error {
 }
 
 func (f *Firewall) ensureTables() error {
-	if err := f.flush(addSkeleton(f.nft)); err != nil {
+	if err := f.commit(addSkeleton(f.enc.c)); err != nil {
 		return fmt.Errorf("create nftables table %s: %w", TableName, err)
 	}
 	return nil
 }
 
-// skeletonIntact reports whether the base chains still hold their rules,
-// probing one chain per table (two small dumps). Missing tables report
-// true: addOnce then fails with ENOENT and creates them.
-func (f *Firewall) skeletonIntact() bool {
-	for _, probe := range []*nftables.Chain{{Table: inetTable, Name: chainPorts}, {Table: brTable, Name: "guard-pre"}} {
-		rules, err := f.nft.GetRules(probe.Table, probe)
-		if err == nil && len(rules) == 0 {
-			return false
-		}
+// portsUse is the use count of the intact inet chain "ports": its 4 rules
+// plus the gotos of nat-pre and nat-out. Flushing the table (or any of
+// those chains) lowers it.
+const portsUse = 6
+
+// skeletonProbes ask whether the base chains still hold their rules: a
+// GET of the inet chain "ports" (its use count) and a listing of the
+// bridge chain guard-pre (one rule). They ride along with the first round
+// of readState.
+func skeletonProbes() (ports, guardPre *request) {
+	return getChainReq(inetTable, chainPorts), dumpRulesReq(brTable, "guard-pre")
+}
+
+// skeletonIntact reads the probes' answers. Missing tables report false
+// as well: ensureTables creates them.
+func skeletonIntact(ports, guardPre *request) bool {
+	if ports.err != nil || ports.chainUse() < portsUse {
+		return false
 	}
-	return true
+	return guardPre.err == nil && len(guardPre.msgs) > 0
 }
 
 // Add installs everything of one attachment in a single nftables
 // transaction: it all applies or nothing does. Adding an attachment that
 // already exists replaces its state.
+//
+// Netlink traffic of a fresh ADD: one pipelined round of GETs (base chains
+// intact? attachment's chains present?), one more per address family when
+// a port is published on every host address, and the transaction.
 func (f *Firewall) Add(a *Attachment) error {
 	if err := validateAttachment(a); err != nil {
 		return err
@@ -136,24 +165,33 @@ func (f *Firewall) Add(a *Attachment) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	keys := portKeys(a)
+	nm := namesOf(a.Net.Name, a.ContainerID, a.IfName)
+	ports, guardPre := skeletonProbes()
+	st, err := f.readState(nm, a.HostIf, readOpts{extra: []*request{ports, guardPre}})
+	if err != nil {
+		return fmt.Errorf("firewall: add %s: %w", nm.owner, err)
+	}
+	if !skeletonIntact(ports, guardPre) {
+		// First ADD on this host, or someone flushed or deleted our
+		// tables: (re)create them and refill the base chains first.
+		if err := f.ensureTables(); err != nil {
+			return err
+		}
+	}
 	local, err := f.localAddrs(keys)
 	if err != nil {
 		return err
 	}
-	nm := namesOf(a.Net.Name, a.ContainerID, a.IfName)
-	if !f.skeletonIntact() {
-		// Someone flushed our tables: refill the base chains first.
-		if err := f.ensureTables(); err != nil {
-			return err
-		}
-	}
-	err = f.addOnce(a, nm, keys, local)
+	err = f.addOnce(a, nm, st, keys, local)
 	if isNotFound(err) {
-		// First ADD on this host (or someone deleted our table).
+		// Someone deleted our table between the probe and the commit.
 		if err := f.ensureTables(); err != nil {
 			return err
 		}
-		err = f.addOnce(a, nm, keys, local)
+		if st, err = f.readState(nm, a.HostIf, readOpts{}); err != nil {
+			return fmt.Errorf("firewall: add %s: %w", nm.owner, err)
+		}
+		err = f.addOnce(a, nm, st, keys, local)
 	}
 	if err != nil {
 		if errors.Is(err, unix.EEXIST) {
@@ -167,12 +205,8 @@ func (f *Firewall) Add(a *Attachment) error {
 	return nil
 }
 
-func (f *Firewall) addOnce(a *Attachment, nm names, keys []portKey, local map[int][]net.IP) error {
-	st, err := f.readState(nm, a.HostIf)
-	if err != nil {
-		return err
-	}
-	c := f.nft
+func (f *Firewall) addOnce(a *Attachment, nm names, st *state, keys []portKey, local map[int][]net.IP) error {
+	c := f.enc.c
 	qerr := func() error {
 		// Replace semantics: drop what a previous ADD left, then add.
 		if err := f.queueDelete(st, false); err != nil {
@@ -186,7 +220,7 @@ func (f *Firewall) addOnce(a *Attachment, nm names, keys []portKey, local map[in
 		}
 		return queueGuard(c, a, nm)
 	}()
-	return f.flush(qerr)
+	return f.commit(qerr)
 }
 
 // diagnoseConflict finds which key made the transaction fail with EEXIST
@@ -194,7 +228,7 @@ func (f *Firewall) addOnce(a *Attachment, nm names, keys []portKey, local map[in
 func (f *Firewall) diagnoseConflict(nm names, keys []portKey, local map[int][]net.IP) error {
 	for _, k := range keys {
 		for _, o := range append([]portKey{k}, overlapping(k, local)...) {
-			e, err := f.q.getElem(inetTable, o.set(), o.key())
+			e, err := f.getElem(inetTable, o.set(), o.key())
 			if err != nil || !e.found || e.chain == nm.att {
 				continue
 			}
@@ -222,6 +256,10 @@ func (f *Firewall) flushUDP(keys []portKey) {
 		if k.proto != "udp" {
 			continue
 		}
+		h, err := f.handle()
+		if err != nil {
+			return
+		}
 		flt := &netlink.ConntrackFilter{}
 		_ = flt.AddProtocol(unix.IPPROTO_UDP)
 		_ = flt.AddPort(netlink.ConntrackOrigDstPort, uint16(k.hostPort))
@@ -233,6 +271,6 @@ func (f *Firewall) flushUDP(keys []portKey) {
 			fam = unix.AF_INET6
 		}
 		// Best effort: a failure leaves stale entries that time out.
-		_, _ = f.nl.ConntrackDeleteFilters(netlink.ConntrackTable, fam, flt)
+		_, _ = h.ConntrackDeleteFilters(netlink.ConntrackTable, fam, flt)
 	}
 }

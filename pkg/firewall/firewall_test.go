@@ -23,7 +23,7 @@ func (tp *topo) add(c *ctr) {
 // count returns the number of elements of a set in the host netns.
 func (tp *topo) count(t *nftables.Table, set string) int {
 	tp.t.Helper()
-	els, err := tp.fw.nft.GetSetElements(setDef(t, set))
+	els, err := tp.fw.testConn(tp.t).GetSetElements(setDef(t, set))
 	must(tp.t, err, "list %s", set)
 	return len(els)
 }
@@ -31,7 +31,7 @@ func (tp *topo) count(t *nftables.Table, set string) int {
 // chains returns the names of nswire's chains of a family with a prefix.
 func (tp *topo) chains(fam nftables.TableFamily, prefix string) []string {
 	tp.t.Helper()
-	cs, err := tp.fw.nft.ListChainsOfTableFamily(fam)
+	cs, err := tp.fw.testConn(tp.t).ListChainsOfTableFamily(fam)
 	must(tp.t, err, "list chains")
 	var out []string
 	for _, c := range cs {
@@ -234,10 +234,10 @@ func TestLocalhostProtection(t *testing.T) {
 	// Control: without nswire's 127/8 rule it does (route_localnet is on),
 	// so the assertion above means something.
 	raw := &nftables.Chain{Table: inetTable, Name: "raw-pre"}
-	rules, err := tp.fw.nft.GetRules(inetTable, raw)
+	rules, err := tp.fw.testConn(t).GetRules(inetTable, raw)
 	must(t, err, "rules")
-	must(t, tp.fw.nft.DelRule(&nftables.Rule{Table: inetTable, Chain: raw, Handle: rules[0].Handle}), "queue")
-	must(t, tp.fw.nft.Flush(), "delete 127/8 rule")
+	must(t, tp.fw.testConn(t).DelRule(&nftables.Rule{Table: inetTable, Chain: raw, Handle: rules[0].Handle}), "queue")
+	must(t, tp.fw.testConn(t).Flush(), "delete 127/8 rule")
 	if !received("without-rule") {
 		t.Fatal("control: packet to 127.0.0.1 did not reach the host even without the rule")
 	}
@@ -415,7 +415,7 @@ func TestDelOnEmptyHost(t *testing.T) {
 	must(t, err, "New")
 	defer fw.Close()
 	must(t, fw.Del(&Attachment{Net: Network{Name: "n"}, ContainerID: "c", IfName: "eth0"}), "Del")
-	tables, err := fw.nft.ListTables()
+	tables, err := fw.testConn(t).ListTables()
 	must(t, err, "list tables")
 	if len(tables) != 0 {
 		t.Fatalf("Del created tables: %v", tables)
@@ -432,8 +432,8 @@ func TestCheck(t *testing.T) {
 
 	// Delete one element behind nswire's back.
 	k := portKeys(x.att)[0]
-	must(t, tp.fw.nft.SetDeleteElements(setDef(inetTable, k.set()), []nftables.SetElement{{Key: k.key()}}), "queue")
-	must(t, tp.fw.nft.Flush(), "delete element")
+	must(t, tp.fw.testConn(t).SetDeleteElements(setDef(inetTable, k.set()), []nftables.SetElement{{Key: k.key()}}), "queue")
+	must(t, tp.fw.testConn(t).Flush(), "delete element")
 	err := tp.fw.Check(x.att)
 	if err == nil || !strings.Contains(err.Error(), "0.0.0.0:8080/tcp") || !strings.Contains(err.Error(), "missing") {
 		t.Fatalf("Check = %v, want missing hostPort 0.0.0.0:8080/tcp", err)
@@ -447,8 +447,8 @@ func TestCheck(t *testing.T) {
 		t.Fatalf("Check with other ports = %v", err)
 	}
 	// Anti-spoofing element.
-	must(t, tp.fw.nft.SetDeleteElements(setDef(brTable, setGuard), []nftables.SetElement{{Key: ifname(x.hostIf)}}), "queue")
-	must(t, tp.fw.nft.Flush(), "delete guard element")
+	must(t, tp.fw.testConn(t).SetDeleteElements(setDef(brTable, setGuard), []nftables.SetElement{{Key: ifname(x.hostIf)}}), "queue")
+	must(t, tp.fw.testConn(t).Flush(), "delete guard element")
 	if err := tp.fw.Check(x.att); err == nil || !strings.Contains(err.Error(), "anti-spoofing") {
 		t.Fatalf("Check = %v, want anti-spoofing error", err)
 	}
@@ -555,7 +555,7 @@ func TestConcurrentAdds(t *testing.T) {
 	for err := range errs {
 		must(t, err, "concurrent Add")
 	}
-	rules, err := tp.fw.nft.GetRules(inetTable, &nftables.Chain{Name: "nat-pre", Table: inetTable})
+	rules, err := tp.fw.testConn(t).GetRules(inetTable, &nftables.Chain{Name: "nat-pre", Table: inetTable})
 	must(t, err, "rules")
 	if len(rules) != 1 {
 		t.Fatalf("nat-pre has %d rules, want 1", len(rules))

@@ -20,8 +20,12 @@ func (f *Firewall) Addresses(network string) (map[string][]net.IP, error) {
 	defer f.mu.Unlock()
 	prefix := guardPrefix + netTag(network) + "-"
 	out := map[string][]net.IP{}
+	nft, err := f.conn()
+	if err != nil {
+		return nil, err
+	}
 	for _, t := range []*nftables.Table{brTable, inetTable} {
-		chains, err := f.nft.ListChainsOfTableFamily(t.Family)
+		chains, err := nft.ListChainsOfTableFamily(t.Family)
 		if err != nil {
 			return nil, fmt.Errorf("list chains: %w", err)
 		}
@@ -29,7 +33,7 @@ func (f *Firewall) Addresses(network string) (map[string][]net.IP, error) {
 			if ch.Table.Name != TableName || !strings.HasPrefix(ch.Name, prefix) {
 				continue
 			}
-			rules, err := f.nft.GetRules(t, &nftables.Chain{Name: ch.Name, Table: t})
+			rules, err := nft.GetRules(t, &nftables.Chain{Name: ch.Name, Table: t})
 			if err != nil {
 				return nil, fmt.Errorf("read chain %s: %w", ch.Name, err)
 			}
@@ -73,8 +77,12 @@ func (f *Firewall) GC(n Network, valid []types.GCAttachment) error {
 	prefixTag := netTag(n.Name) + "-"
 	stale := map[string]bool{}
 	var errs []error
+	nft, err := f.conn()
+	if err != nil {
+		return err
+	}
 	for _, fam := range []nftables.TableFamily{nftables.TableFamilyINet, nftables.TableFamilyBridge} {
-		chains, err := f.nft.ListChainsOfTableFamily(fam)
+		chains, err := nft.ListChainsOfTableFamily(fam)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("list chains: %w", err))
 			continue
@@ -103,7 +111,7 @@ func (f *Firewall) GC(n Network, valid []types.GCAttachment) error {
 		}
 	}
 	if len(valid) == 0 && len(n.Subnets) > 0 {
-		if err := f.flush(queueNetwork(f.nft, n, true)); err != nil && !isNotFound(err) {
+		if err := f.commit(queueNetwork(f.enc.c, n, true)); err != nil && !isNotFound(err) {
 			errs = append(errs, fmt.Errorf("firewall: gc network %s: %w", n.Name, err))
 		}
 	}

@@ -74,24 +74,27 @@ func (f *Firewall) localAddrs(keys []portKey) (map[int][]net.IP, error) {
 	}
 	out := map[int][]net.IP{}
 	for _, fam := range []int{4, 6} {
-		els, err := f.nft.GetSetElements(setDef(inetTable, portsSet(fam, false)))
-		if isNotFound(err) {
+		r := dumpElemsReq(inetTable, portsSet(fam, false))
+		if err := f.q.exchange(r); err != nil {
+			return nil, err
+		}
+		if isNotFound(r.err) {
 			continue
 		}
-		if err != nil {
-			return nil, fmt.Errorf("list address-specific ports: %w", err)
+		if r.err != nil {
+			return nil, fmt.Errorf("list address-specific ports: %w", r.err)
 		}
 		size := net.IPv4len
 		if fam == 6 {
 			size = net.IPv6len
 		}
 		seen := map[string]bool{}
-		for _, e := range els {
-			if len(e.Key) < size || seen[string(e.Key[:size])] {
+		for _, k := range r.elemKeys() {
+			if len(k) < size || seen[string(k[:size])] {
 				continue
 			}
-			seen[string(e.Key[:size])] = true
-			out[fam] = append(out[fam], net.IP(slices.Clone(e.Key[:size])))
+			seen[string(k[:size])] = true
+			out[fam] = append(out[fam], net.IP(slices.Clone(k[:size])))
 		}
 	}
 	return out, nil

@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strings"
@@ -11,35 +12,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// querier sends the targeted (non-dump) GET requests that google/nftables
-// does not offer: one set element by key, one chain by name. They are what
-// keeps DEL and CHECK O(1): the kernel looks the object up in its hash
-// tables and answers with that object only.
-type querier struct {
-	c *netlink.Conn
-}
-
-func dialQuerier(fd int) (*querier, error) {
-	c, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: fd})
-	if err != nil {
-		return nil, fmt.Errorf("netfilter netlink socket: %w", err)
-	}
-	return &querier{c: c}, nil
-}
-
-func (q *querier) close() { q.c.Close() }
-
-func (q *querier) get(t *nftables.Table, msgType uint16, attrs []netlink.Attribute) ([]netlink.Message, error) {
-	data, err := netlink.MarshalAttributes(attrs)
-	if err != nil {
-		return nil, err
-	}
-	hdr := []byte{byte(t.Family), unix.NFNETLINK_V0, 0, 0}
-	return q.c.Execute(netlink.Message{
-		Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | msgType), Flags: netlink.Request},
-		Data:   append(hdr, data...),
-	})
-}
+// The targeted (non-dump) GET requests that google/nftables does not
+// offer: one set element by key, one chain by name. They are what keeps
+// ADD, DEL and CHECK O(1): the kernel looks the object up in its hash
+// tables and answers with that object only. Requests of one round are
+// pipelined (see nl.go).
 
 // isNotFound reports ENOENT, which the kernel returns for a missing table,
 // chain, set or element.
@@ -48,19 +25,165 @@ func isNotFound(err error) bool {
 	return errors.Is(err, unix.ENOENT) || (err != nil && strings.HasSuffix(err.Error(), unix.ENOENT.Error()))
 }
 
-// chainExists asks for one chain by name.
-func (q *querier) chainExists(t *nftables.Table, name string) (bool, error) {
-	_, err := q.get(t, unix.NFT_MSG_GETCHAIN, []netlink.Attribute{
+func getChainReq(t *nftables.Table, name string) *request {
+	return &request{typ: unix.NFT_MSG_GETCHAIN, fam: t.Family, attrs: []netlink.Attribute{
 		{Type: unix.NFTA_CHAIN_TABLE, Data: cstr(t.Name)},
 		{Type: unix.NFTA_CHAIN_NAME, Data: cstr(name)},
-	})
-	if isNotFound(err) {
+	}}
+}
+
+// dumpRulesReq lists the rules of one chain (empty when it is missing).
+func dumpRulesReq(t *nftables.Table, chain string) *request {
+	return &request{typ: unix.NFT_MSG_GETRULE, fam: t.Family, dump: true, attrs: []netlink.Attribute{
+		{Type: unix.NFTA_RULE_TABLE, Data: cstr(t.Name)},
+		{Type: unix.NFTA_RULE_CHAIN, Data: cstr(chain)},
+	}}
+}
+
+func getElemReq(t *nftables.Table, set string, key []byte) *request {
+	k, _ := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.NFTA_DATA_VALUE, Data: key}})
+	e, _ := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.NFTA_SET_ELEM_KEY | unix.NLA_F_NESTED, Data: k}})
+	list, _ := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.NFTA_LIST_ELEM | unix.NLA_F_NESTED, Data: e}})
+	return &request{typ: unix.NFT_MSG_GETSETELEM, fam: t.Family, attrs: []netlink.Attribute{
+		{Type: unix.NFTA_SET_ELEM_LIST_TABLE, Data: cstr(t.Name)},
+		{Type: unix.NFTA_SET_ELEM_LIST_SET, Data: cstr(set)},
+		{Type: unix.NFTA_SET_ELEM_LIST_ELEMENTS | unix.NLA_F_NESTED, Data: list},
+	}}
+}
+
+// dumpElemsReq lists the elements of one set.
+func dumpElemsReq(t *nftables.Table, set string) *request {
+	return &request{typ: unix.NFT_MSG_GETSETELEM, fam: t.Family, dump: true, attrs: []netlink.Attribute{
+		{Type: unix.NFTA_SET_ELEM_LIST_TABLE, Data: cstr(t.Name)},
+		{Type: unix.NFTA_SET_ELEM_LIST_SET, Data: cstr(set)},
+	}}
+}
+
+// exists reports whether a GET found its object.
+func (r *request) exists() (bool, error) {
+	if isNotFound(r.err) {
 		return false, nil
 	}
+	if r.err != nil {
+		return false, r.err
+	}
+	return true, nil
+}
+
+// chainUse is the reference count of the chain a GETCHAIN returned: its
+// rules plus the jumps and gotos to it.
+func (r *request) chainUse() uint32 {
+	for _, m := range r.msgs {
+		if len(m.data) < 4 {
+			continue
+		}
+		ad, err := netlink.NewAttributeDecoder(m.data[4:])
+		if err != nil {
+			return 0
+		}
+		for ad.Next() {
+			if ad.Type() == unix.NFTA_CHAIN_USE && len(ad.Bytes()) == 4 {
+				return binary.BigEndian.Uint32(ad.Bytes())
+			}
+		}
+	}
+	return 0
+}
+
+// ruleComments are the comments of the rules a GETRULE dump returned, in
+// chain order.
+func (r *request) ruleComments() []string {
+	var out []string
+	for _, m := range r.msgs {
+		if len(m.data) < 4 {
+			continue
+		}
+		ad, err := netlink.NewAttributeDecoder(m.data[4:])
+		if err != nil {
+			continue
+		}
+		c := ""
+		for ad.Next() {
+			if ad.Type() == unix.NFTA_RULE_USERDATA {
+				c, _ = userdata.GetString(ad.Bytes(), userdata.Type(0))
+			}
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// elem decodes the element a GETSETELEM returned (found false if none).
+func (r *request) elem() (elem, error) {
+	var out elem
+	if isNotFound(r.err) {
+		return out, nil
+	}
+	if r.err != nil {
+		return out, r.err
+	}
+	for _, m := range r.msgs {
+		if len(m.data) < 4 {
+			continue
+		}
+		if err := parseElemMsg(m.data[4:], &out); err != nil {
+			return elem{}, err
+		}
+	}
+	return out, nil
+}
+
+// elemKeys decodes the keys a GETSETELEM dump returned.
+func (r *request) elemKeys() [][]byte {
+	var out [][]byte
+	for _, m := range r.msgs {
+		if len(m.data) < 4 {
+			continue
+		}
+		ad, err := netlink.NewAttributeDecoder(m.data[4:])
+		if err != nil {
+			continue
+		}
+		for ad.Next() {
+			if ad.Type() != unix.NFTA_SET_ELEM_LIST_ELEMENTS {
+				continue
+			}
+			ad.Nested(func(l *netlink.AttributeDecoder) error {
+				for l.Next() {
+					l.Nested(func(e *netlink.AttributeDecoder) error {
+						for e.Next() {
+							if e.Type() == unix.NFTA_SET_ELEM_KEY {
+								e.Nested(func(d *netlink.AttributeDecoder) error {
+									for d.Next() {
+										if d.Type() == unix.NFTA_DATA_VALUE {
+											out = append(out, d.Bytes())
+										}
+									}
+									return nil
+								})
+							}
+						}
+						return nil
+					})
+				}
+				return nil
+			})
+		}
+	}
+	return out
+}
+
+// chainExists asks for one chain by name.
+func (f *Firewall) chainExists(t *nftables.Table, name string) (bool, error) {
+	r := getChainReq(t, name)
+	if err := f.q.exchange(r); err != nil {
+		return false, err
+	}
+	ok, err := r.exists()
 	if err != nil {
 		return false, fmt.Errorf("get chain %s %s: %w", t.Name, name, err)
 	}
-	return true, nil
+	return ok, nil
 }
 
 // elem is what a GET of one verdict-map element returns.
@@ -71,31 +194,16 @@ type elem struct {
 }
 
 // getElem asks for one element of a set or map by key.
-func (q *querier) getElem(t *nftables.Table, set string, key []byte) (elem, error) {
-	k, _ := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.NFTA_DATA_VALUE, Data: key}})
-	e, _ := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.NFTA_SET_ELEM_KEY | unix.NLA_F_NESTED, Data: k}})
-	list, _ := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.NFTA_LIST_ELEM | unix.NLA_F_NESTED, Data: e}})
-	msgs, err := q.get(t, unix.NFT_MSG_GETSETELEM, []netlink.Attribute{
-		{Type: unix.NFTA_SET_ELEM_LIST_TABLE, Data: cstr(t.Name)},
-		{Type: unix.NFTA_SET_ELEM_LIST_SET, Data: cstr(set)},
-		{Type: unix.NFTA_SET_ELEM_LIST_ELEMENTS | unix.NLA_F_NESTED, Data: list},
-	})
-	if isNotFound(err) {
-		return elem{}, nil
+func (f *Firewall) getElem(t *nftables.Table, set string, key []byte) (elem, error) {
+	r := getElemReq(t, set, key)
+	if err := f.q.exchange(r); err != nil {
+		return elem{}, err
 	}
+	e, err := r.elem()
 	if err != nil {
 		return elem{}, fmt.Errorf("get element of %s: %w", set, err)
 	}
-	var out elem
-	for _, m := range msgs {
-		if len(m.Data) < 4 {
-			continue
-		}
-		if err := parseElemMsg(m.Data[4:], &out); err != nil {
-			return elem{}, err
-		}
-	}
-	return out, nil
+	return e, nil
 }
 
 func parseElemMsg(b []byte, out *elem) error {

@@ -3,6 +3,7 @@ package firewall
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/google/nftables"
@@ -12,116 +13,201 @@ import (
 // state is what exists in the kernel for one attachment, found by targeted
 // lookups from its identity alone.
 type state struct {
-	nm         names
-	attExists  bool
-	ports      []portKey                    // recorded in the DNAT chain and present in their map, pointing at us
-	records    []string                     // all DNAT rule comments
-	guardIn    map[*nftables.Table][]string // tables holding the guard chain -> its rule comments
-	guardElems map[*nftables.Table]string   // table -> host interface whose guard element points at us
-	noICCPort  string                       // host interface in the bridge noicc set, owned by us
+	nm          names
+	attExists   bool
+	ports       []portKey                    // recorded in the DNAT chain and present in their map, pointing at us
+	records     []string                     // all DNAT rule comments
+	guardChains []*nftables.Table            // tables holding the guard chain
+	guardIn     map[*nftables.Table][]string // guard chain -> its rule comments, when read
+	guardElems  map[*nftables.Table]string   // table -> host interface whose guard element points at us
+	noICCPort   string                       // host interface in the bridge noicc set, owned by us
 }
 
-// readState reads an attachment's objects: the DNAT chain and the guard
-// chain(s) exist or not (one GET each); their rule comments are the record
-// of the map elements pointing at them (one dump of one chain each); each
-// recorded element is verified with one GET. hostIf is a fallback for a
-// guard chain whose record rule is gone.
-func (f *Firewall) readState(nm names, hostIf string) (*state, error) {
+// readOpts tunes readState to its caller.
+type readOpts struct {
+	// extra requests ride along with the first round (at most one dump,
+	// and then the DNAT chain is not dumped speculatively).
+	extra []*request
+	// speculate asks in the first round for what exists when the
+	// attachment does (its DNAT rules, its guard elements by hostIf): DEL
+	// and CHECK expect it, a fresh ADD does not.
+	speculate bool
+	// records: read the guard chains' rule comments even when the guard
+	// element was found by hostIf (CHECK compares them).
+	records bool
+}
+
+// readState reads an attachment's objects: whether the DNAT chain and the
+// guard chain(s) exist (one GET each); their rule comments, the record of
+// the map elements pointing at them (one dump of one chain each); each
+// recorded element (one GET each). hostIf is a fallback for a guard chain
+// whose record rule is gone. The requests are pipelined: each round is one
+// sendmsg, with at most one dump.
+func (f *Firewall) readState(nm names, hostIf string, o readOpts) (*state, error) {
 	st := &state{nm: nm, guardIn: map[*nftables.Table][]string{}, guardElems: map[*nftables.Table]string{}}
-	if err := f.readDNAT(st); err != nil {
+	tables := []*nftables.Table{brTable, inetTable}
+	att := getChainReq(inetTable, nm.att)
+	guard := map[*nftables.Table]*request{brTable: getChainReq(brTable, nm.guard), inetTable: getChainReq(inetTable, nm.guard)}
+	round := append([]*request{att, guard[brTable], guard[inetTable]}, o.extra...)
+	var attRules *request
+	hasDump := slices.ContainsFunc(o.extra, func(r *request) bool { return r.dump })
+	if o.speculate && !hasDump {
+		attRules = dumpRulesReq(inetTable, nm.att)
+		round = append(round, attRules)
+	}
+	// Guard elements (and the bridge icc=false element) of candidate host
+	// interfaces, asked for in some round and checked once they answer.
+	type cand struct {
+		t            *nftables.Table
+		h            string
+		guard, noicc *request
+	}
+	var cands []*cand
+	askCand := func(t *nftables.Table, h string) *cand {
+		c := &cand{t: t, h: h, guard: getElemReq(t, setGuard, ifname(h))}
+		round = append(round, c.guard)
+		if t == brTable {
+			c.noicc = getElemReq(t, setNoICCBr, ifname(h))
+			round = append(round, c.noicc)
+		}
+		cands = append(cands, c)
+		return c
+	}
+	if o.speculate && hostIf != "" {
+		for _, t := range tables {
+			askCand(t, hostIf)
+		}
+	}
+	if err := f.q.exchange(round...); err != nil {
 		return nil, err
 	}
-	for _, t := range []*nftables.Table{brTable, inetTable} {
-		if err := f.readGuard(st, t, hostIf); err != nil {
+	var err error
+	if st.attExists, err = att.exists(); err != nil {
+		return nil, fmt.Errorf("get chain %s: %w", nm.att, err)
+	}
+	var guardTables []*nftables.Table
+	for _, t := range tables {
+		ok, err := guard[t].exists()
+		if err != nil {
+			return nil, fmt.Errorf("get chain %s: %w", nm.guard, err)
+		}
+		if ok {
+			guardTables = append(guardTables, t)
+		}
+	}
+	st.guardChains = guardTables
+
+	// Later rounds: one dump each (DNAT rules first, then guard rules) with
+	// the GETs that the previous round made possible.
+	var ports []*request
+	var portKeys []portKey
+	dumpedGuard := map[*nftables.Table]*request{}
+	checked := map[*cand]bool{}
+	for {
+		round = round[:0]
+		// Results of the previous round.
+		if attRules != nil && st.attExists && st.records == nil && ports == nil {
+			if attRules.err != nil {
+				return nil, fmt.Errorf("read chain %s: %w", nm.att, attRules.err)
+			}
+			for _, c := range attRules.ruleComments() {
+				st.records = append(st.records, c)
+				if k, ok := parseRecord(c); ok {
+					portKeys = append(portKeys, k)
+					r := getElemReq(inetTable, k.set(), k.key())
+					ports = append(ports, r)
+					round = append(round, r)
+				}
+			}
+			if st.records == nil {
+				st.records = []string{}
+			}
+		}
+		for t, r := range dumpedGuard {
+			if _, done := st.guardIn[t]; done || !r.done {
+				continue
+			}
+			if r.err != nil {
+				return nil, fmt.Errorf("read chain %s: %w", nm.guard, r.err)
+			}
+			comments := r.ruleComments()
+			st.guardIn[t] = comments
+			if st.guardElems[t] == "" && len(comments) > 0 {
+				if fl := strings.Fields(comments[0]); len(fl) >= 3 && fl[0] == "nswire" && fl[1] == "guard" && fl[2] != hostIf {
+					askCand(t, fl[2])
+				}
+			}
+		}
+		for _, c := range cands {
+			if checked[c] || !c.guard.done {
+				continue
+			}
+			checked[c] = true
+			if !slices.Contains(guardTables, c.t) || st.guardElems[c.t] != "" {
+				continue
+			}
+			e, err := c.guard.elem()
+			if err != nil {
+				return nil, err
+			}
+			if !e.found || e.chain != nm.guard {
+				continue
+			}
+			st.guardElems[c.t] = c.h
+			if c.noicc != nil {
+				e, err := c.noicc.elem()
+				if err != nil {
+					return nil, err
+				}
+				if e.found && e.comment == nm.owner {
+					st.noICCPort = c.h
+				}
+			}
+		}
+		// Next dump, if any.
+		switch {
+		case st.attExists && attRules == nil:
+			attRules = dumpRulesReq(inetTable, nm.att)
+			round = append(round, attRules)
+		default:
+			for _, t := range guardTables {
+				if dumpedGuard[t] != nil {
+					continue
+				}
+				if st.guardElems[t] != "" && !o.records {
+					continue
+				}
+				if st.guardElems[t] == "" && hostIf != "" && !slices.ContainsFunc(cands, func(c *cand) bool { return c.t == t }) {
+					askCand(t, hostIf) // not asked speculatively
+				}
+				dumpedGuard[t] = dumpRulesReq(t, nm.guard)
+				round = append(round, dumpedGuard[t])
+				break
+			}
+		}
+		if len(round) == 0 {
+			break
+		}
+		if err := f.q.exchange(round...); err != nil {
 			return nil, err
+		}
+	}
+	for i, r := range ports {
+		e, err := r.elem()
+		if err != nil {
+			return nil, err
+		}
+		if e.found && e.chain == nm.att {
+			st.ports = append(st.ports, portKeys[i])
 		}
 	}
 	return st, nil
 }
 
-// readDNAT reads the DNAT chain's records and keeps the port elements that
-// still lead to it.
-func (f *Firewall) readDNAT(st *state) error {
-	var err error
-	if st.attExists, err = f.q.chainExists(inetTable, st.nm.att); err != nil || !st.attExists {
-		return err
-	}
-	rules, err := f.nft.GetRules(inetTable, &nftables.Chain{Name: st.nm.att, Table: inetTable})
-	if err != nil {
-		return fmt.Errorf("read chain %s: %w", st.nm.att, err)
-	}
-	for _, r := range rules {
-		c := ruleComment(r)
-		st.records = append(st.records, c)
-		k, ok := parseRecord(c)
-		if !ok {
-			continue
-		}
-		e, err := f.q.getElem(inetTable, k.set(), k.key())
-		if err != nil {
-			return err
-		}
-		if e.found && e.chain == st.nm.att {
-			st.ports = append(st.ports, k)
-		}
-	}
-	return nil
-}
-
-// readGuard reads the anti-spoofing chain of table t, the guard element
-// leading to it (the chain's first rule names the host interface; hostIf
-// is the fallback) and, in the bridge table, the icc=false element.
-func (f *Firewall) readGuard(st *state, t *nftables.Table, hostIf string) error {
-	ok, err := f.q.chainExists(t, st.nm.guard)
-	if err != nil || !ok {
-		return err
-	}
-	rules, err := f.nft.GetRules(t, &nftables.Chain{Name: st.nm.guard, Table: t})
-	if err != nil {
-		return fmt.Errorf("read chain %s: %w", st.nm.guard, err)
-	}
-	var comments []string
-	for _, r := range rules {
-		comments = append(comments, ruleComment(r))
-	}
-	st.guardIn[t] = comments
-	cands := []string{hostIf}
-	if len(comments) > 0 {
-		if fl := strings.Fields(comments[0]); len(fl) >= 3 && fl[0] == "nswire" && fl[1] == "guard" {
-			cands = []string{fl[2], hostIf}
-		}
-	}
-	for _, h := range cands {
-		if h == "" {
-			continue
-		}
-		e, err := f.q.getElem(t, setGuard, ifname(h))
-		if err != nil {
-			return err
-		}
-		if e.found && e.chain == st.nm.guard {
-			st.guardElems[t] = h
-			break
-		}
-	}
-	h := st.guardElems[t]
-	if t != brTable || h == "" {
-		return nil
-	}
-	e, err := f.q.getElem(t, setNoICCBr, ifname(h))
-	if err != nil {
-		return err
-	}
-	if e.found && e.comment == st.nm.owner {
-		st.noICCPort = h
-	}
-	return nil
-}
-
 // queueDelete removes what readState found. With dropChains false the
 // chains stay (they are about to be flushed and refilled by Add).
 func (f *Firewall) queueDelete(st *state, dropChains bool) error {
-	c := f.nft
+	c := f.enc.c
 	for _, k := range st.ports {
 		if err := c.SetDeleteElements(setDef(inetTable, k.set()), []nftables.SetElement{{Key: k.key()}}); err != nil {
 			return err
@@ -145,7 +231,7 @@ func (f *Firewall) queueDelete(st *state, dropChains bool) error {
 		c.FlushChain(ch)
 		c.DelChain(ch)
 	}
-	for t := range st.guardIn {
+	for _, t := range st.guardChains {
 		ch := &nftables.Chain{Table: t, Name: st.nm.guard}
 		c.FlushChain(ch)
 		c.DelChain(ch)
@@ -154,7 +240,7 @@ func (f *Firewall) queueDelete(st *state, dropChains bool) error {
 }
 
 func (st *state) empty() bool {
-	return !st.attExists && len(st.guardIn) == 0 && len(st.ports) == 0 && len(st.guardElems) == 0
+	return !st.attExists && len(st.guardChains) == 0 && len(st.ports) == 0 && len(st.guardElems) == 0
 }
 
 // Del removes everything of one attachment. Only Net.Name, ContainerID and
@@ -172,14 +258,14 @@ func (f *Firewall) delByNames(nm names, hostIf string) error {
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
 		var st *state
-		st, err = f.readState(nm, hostIf)
+		st, err = f.readState(nm, hostIf, readOpts{speculate: true})
 		if err != nil {
 			return fmt.Errorf("firewall: del %s: %w", nm.owner, err)
 		}
 		if st.empty() {
 			return nil
 		}
-		if err = f.flush(f.queueDelete(st, true)); err == nil {
+		if err = f.commit(f.queueDelete(st, true)); err == nil {
 			f.flushUDP(st.ports)
 			return nil
 		}
@@ -213,9 +299,13 @@ var ownedMaps = []struct {
 // records were destroyed by someone else.
 func (f *Firewall) delOrphanedRefs(st *state) error {
 	found := false
+	nft, err := f.conn()
+	if err != nil {
+		return err
+	}
 	for _, m := range ownedMaps {
 		set := setDef(m.t, m.set)
-		els, err := f.nft.GetSetElements(set)
+		els, err := nft.GetSetElements(set)
 		if isNotFound(err) {
 			continue
 		}
@@ -230,13 +320,13 @@ func (f *Firewall) delOrphanedRefs(st *state) error {
 		}
 		if len(mine) > 0 {
 			found = true
-			if err := f.nft.SetDeleteElements(set, mine); err != nil {
-				return err
+			if err := f.enc.c.SetDeleteElements(set, mine); err != nil {
+				return f.commit(err)
 			}
 		}
 	}
 	if !found {
 		return fmt.Errorf("chains of %s are busy and no element names it: %w", st.nm.owner, unix.EBUSY)
 	}
-	return f.flush(nil)
+	return f.commit(nil)
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -324,3 +325,12 @@ func isTimeout(err error) bool {
 }
 
 func hp(ip net.IP, port int) string { return net.JoinHostPort(ip.String(), fmt.Sprint(port)) }
+
+// testConn is the firewall's google/nftables connection, for listings and
+// for damage done by hand.
+func (f *Firewall) testConn(t testing.TB) *nftables.Conn {
+	t.Helper()
+	c, err := f.conn()
+	must(t, err, "nftables conn")
+	return c
+}

@@ -1,0 +1,323 @@
+package firewall
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// The netlink transport of the hot path.
+//
+// The kernel handles a netfilter netlink request synchronously, inside the
+// sendmsg that carries it: when sendmsg returns, every reply is queued on
+// the socket. The transport exploits it:
+//
+//   - Independent GETs are pipelined: one sendmsg carries them all, one
+//     recvmsg reads each reply (at most one dump per round, which takes a
+//     second recvmsg for its NLMSG_DONE).
+//   - A transaction (batch) asks for a single acknowledgement, on its last
+//     message: the kernel still reports every failing message, and the
+//     commit error, before that ack. google/nftables acknowledges and
+//     echoes every message, which costs two recvmsg per message.
+//   - Replies are read into one reusable buffer, without the MSG_PEEK
+//     recvmsg that sizes each read in mdlayher/netlink.
+//
+// Objects are still encoded by google/nftables: the batch is queued on a
+// Conn whose dial function captures the messages instead of sending them.
+
+// nlConn is a NETLINK_NETFILTER socket read and written directly.
+type nlConn struct {
+	c   *netlink.Conn
+	rc  syscall.RawConn
+	buf []byte
+	seq uint32
+}
+
+// nlMsg is one received netlink message; data excludes the header.
+type nlMsg struct {
+	typ   uint16
+	flags uint16
+	seq   uint32
+	data  []byte
+}
+
+// request is one request of a pipelined round and what came back for it.
+type request struct {
+	typ   uint16 // NFT_MSG_*
+	fam   nftables.TableFamily
+	dump  bool
+	attrs []netlink.Attribute
+
+	seq  uint32
+	done bool
+	msgs []nlMsg // data replies (owned copies)
+	err  error   // errno of an NLMSG_ERROR or NLMSG_DONE reply
+}
+
+var seqBase atomic.Uint32
+
+func dialNL(fd int) (*nlConn, error) {
+	c, err := netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: fd})
+	if err != nil {
+		return nil, fmt.Errorf("netfilter netlink socket: %w", err)
+	}
+	rc, err := c.SyscallConn()
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("netfilter netlink socket: %w", err)
+	}
+	// Different processes share nothing: seq only has to be unique on the
+	// socket. Start away from 0 to ignore nothing by accident.
+	s := (uint32(time.Now().UnixNano()) + seqBase.Add(1<<20)) >> 2
+	return &nlConn{c: c, rc: rc, buf: make([]byte, 64<<10), seq: s}, nil
+}
+
+func (n *nlConn) close() { n.c.Close() }
+
+func (n *nlConn) nextSeq() uint32 {
+	n.seq++
+	if n.seq >= 1<<31 {
+		n.seq = 1 // never wraps inside a batch's seq window
+	}
+	return n.seq
+}
+
+// appendMsg appends one netlink message (header, data, padding) to b.
+func appendMsg(b []byte, typ, flags uint16, seq uint32, data []byte) []byte {
+	l := unix.NLMSG_HDRLEN + len(data)
+	b = binary.NativeEndian.AppendUint32(b, uint32(l))
+	b = binary.NativeEndian.AppendUint16(b, typ)
+	b = binary.NativeEndian.AppendUint16(b, flags)
+	b = binary.NativeEndian.AppendUint32(b, seq)
+	b = binary.NativeEndian.AppendUint32(b, 0)
+	b = append(b, data...)
+	for len(b)%unix.NLMSG_ALIGNTO != 0 {
+		b = append(b, 0)
+	}
+	return b
+}
+
+func (n *nlConn) send(b []byte) error {
+	var werr error
+	err := n.rc.Write(func(fd uintptr) bool {
+		for {
+			_, werr = unix.Write(int(fd), b)
+			if werr != unix.EINTR {
+				return werr != unix.EAGAIN
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if werr != nil {
+		return fmt.Errorf("netlink send: %w", werr)
+	}
+	return nil
+}
+
+var errWouldBlock = errors.New("no reply queued")
+
+// recv reads one datagram and calls fn for each message in it. With
+// nonblock it returns errWouldBlock when nothing is queued.
+func (n *nlConn) recv(nonblock bool, fn func(nlMsg)) error {
+	var cnt int
+	var rerr error
+	read := func(fd uintptr) bool {
+		for {
+			cnt, _, rerr = unix.Recvfrom(int(fd), n.buf, unix.MSG_TRUNC)
+			if rerr != unix.EINTR {
+				return nonblock || rerr != unix.EAGAIN
+			}
+		}
+	}
+	if err := n.rc.Read(read); err != nil {
+		return err
+	}
+	if rerr == unix.EAGAIN {
+		return errWouldBlock
+	}
+	if rerr != nil {
+		return fmt.Errorf("netlink receive: %w", rerr)
+	}
+	if cnt > len(n.buf) {
+		// A datagram larger than the buffer (MSG_TRUNC reports its real
+		// size): not something nftables sends for our requests.
+		n.buf = make([]byte, cnt)
+		return fmt.Errorf("netlink receive: %d-byte datagram truncated", cnt)
+	}
+	b := n.buf[:cnt]
+	for len(b) >= unix.NLMSG_HDRLEN {
+		l := int(binary.NativeEndian.Uint32(b))
+		if l < unix.NLMSG_HDRLEN || l > len(b) {
+			return fmt.Errorf("netlink receive: malformed message")
+		}
+		fn(nlMsg{
+			typ:   binary.NativeEndian.Uint16(b[4:]),
+			flags: binary.NativeEndian.Uint16(b[6:]),
+			seq:   binary.NativeEndian.Uint32(b[8:]),
+			data:  b[unix.NLMSG_HDRLEN:l],
+		})
+		al := (l + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1)
+		if al > len(b) {
+			break
+		}
+		b = b[al:]
+	}
+	return nil
+}
+
+// errnoOf decodes the errno of an NLMSG_ERROR or NLMSG_DONE payload.
+func errnoOf(data []byte) error {
+	if len(data) < 4 {
+		return nil
+	}
+	if e := int32(binary.NativeEndian.Uint32(data)); e < 0 {
+		return unix.Errno(-e)
+	}
+	return nil
+}
+
+// exchange sends reqs in one sendmsg and reads until each is answered. At
+// most one request may be a dump (a second one would get EBUSY while the
+// first is still running).
+func (n *nlConn) exchange(reqs ...*request) error {
+	var b []byte
+	bySeq := make(map[uint32]*request, len(reqs))
+	for _, r := range reqs {
+		data, err := netlink.MarshalAttributes(r.attrs)
+		if err != nil {
+			return err
+		}
+		flags := uint16(unix.NLM_F_REQUEST)
+		if r.dump {
+			flags |= unix.NLM_F_DUMP
+		}
+		r.seq, r.done, r.msgs, r.err = n.nextSeq(), false, nil, nil
+		bySeq[r.seq] = r
+		hdr := []byte{byte(r.fam), unix.NFNETLINK_V0, 0, 0}
+		b = appendMsg(b, uint16(unix.NFNL_SUBSYS_NFTABLES<<8)|r.typ, flags, r.seq, append(hdr, data...))
+	}
+	if err := n.send(b); err != nil {
+		return err
+	}
+	pending := len(reqs)
+	for pending > 0 {
+		err := n.recv(false, func(m nlMsg) {
+			r := bySeq[m.seq]
+			if r == nil || r.done {
+				return // a stale reply of an interrupted exchange
+			}
+			switch {
+			case m.typ == unix.NLMSG_ERROR || m.typ == unix.NLMSG_DONE:
+				r.err = errnoOf(m.data)
+				r.done = true
+			case m.typ == unix.NLMSG_NOOP:
+			default:
+				r.msgs = append(r.msgs, nlMsg{typ: m.typ, flags: m.flags, seq: m.seq, data: append([]byte(nil), m.data...)})
+				if !r.dump {
+					r.done = true
+				}
+			}
+			if r.done {
+				pending--
+			}
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// batch sends one nftables transaction (BEGIN, msgs, END as captured from
+// google/nftables) acknowledged on its last message only, and returns the
+// errors the kernel reported, joined.
+func (n *nlConn) batch(msgs []netlink.Message) error {
+	if len(msgs) <= 2 {
+		return nil // BEGIN and END only
+	}
+	var b []byte
+	first, last := uint32(0), uint32(0)
+	for i, m := range msgs {
+		flags := uint16(m.Header.Flags) &^ (unix.NLM_F_ACK | unix.NLM_F_ECHO)
+		if i == len(msgs)-2 {
+			flags |= unix.NLM_F_ACK
+		}
+		seq := n.nextSeq()
+		if i == 0 {
+			first = seq
+		}
+		if i == len(msgs)-2 {
+			last = seq
+		}
+		b = appendMsg(b, uint16(m.Header.Type), flags, seq, m.Data)
+	}
+	if err := n.send(b); err != nil {
+		return err
+	}
+	// Everything is queued once send returns: read until the ack of the
+	// last message, or until the queue is empty (a batch-level error such
+	// as ENOMEM may come without it).
+	var errs []error
+	acked, seen := false, false
+	for !acked {
+		err := n.recv(seen, func(m nlMsg) {
+			if m.seq < first || m.seq > last+1 || m.typ != unix.NLMSG_ERROR {
+				return
+			}
+			seen = true
+			if e := errnoOf(m.data); e != nil {
+				errs = append(errs, e)
+			}
+			if m.seq == last {
+				acked = true
+			}
+		})
+		if err == errWouldBlock {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// encoder queues nftables objects with google/nftables and hands back the
+// batch it would have sent.
+type encoder struct {
+	c    *nftables.Conn
+	msgs []netlink.Message
+}
+
+func newEncoder() *encoder {
+	e := &encoder{}
+	ack := []netlink.Message{{Header: netlink.Header{Type: netlink.Error}, Data: make([]byte, 4)}}
+	e.c, _ = nftables.New(nftables.AsLasting(), nftables.WithTestDial(func(req []netlink.Message) ([]netlink.Message, error) {
+		if req != nil {
+			e.msgs = append(e.msgs[:0], req...)
+			return nil, nil
+		}
+		return ack, nil // what Flush waits for after each message
+	}))
+	return e
+}
+
+// take returns the queued batch (BEGIN ... END) and empties the queue.
+func (e *encoder) take() ([]netlink.Message, error) {
+	e.msgs = e.msgs[:0]
+	if err := e.c.Flush(); err != nil {
+		return nil, err
+	}
+	out := e.msgs
+	e.msgs = nil
+	return out, nil
+}

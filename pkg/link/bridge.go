@@ -130,9 +130,7 @@ func createBridge(s BridgeSpec) (*netlink.Bridge, bool, error) {
 
 func bridgeMAC(name string) net.HardwareAddr {
 	sum := ident.Sum("nswire-bridge", name)
-	mac := net.HardwareAddr(sum[:6])
-	mac[0] = (mac[0] | 0x02) &^ 0x01 // locally administered, unicast
-	return mac
+	return localUnicast(sum[:])
 }
 
 // missingGateways returns the gateways the bridge lacks.

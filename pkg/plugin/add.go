@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nswire/nswire/pkg/config"
+	"github.com/nswire/nswire/pkg/firewall"
 	"github.com/nswire/nswire/pkg/link"
 	"github.com/nswire/nswire/pkg/netns"
 	"github.com/nswire/nswire/pkg/shaping"
@@ -67,15 +68,28 @@ func Add(args *skel.CmdArgs) (err error) {
 	if err := p.addresses(n, res); err != nil {
 		return err
 	}
-	if err := wire(n, args, cns, p, br, host, res); err != nil {
+	if err := configure(n, args, cns, p, br, host, res, &undo); err != nil {
 		return err
 	}
-	t.step("addresses")
-	if err := protect(n, args, p, res, &undo); err != nil {
-		return err
-	}
-	t.step("firewall")
+	t.step("addresses+firewall")
 	return types.PrintResult(res, n.CNIVersion)
+}
+
+// configure wires the addresses and installs the firewall side by side:
+// they touch different kernel objects, and the firewall needs only the
+// plan and IPAM's answer (the container MAC is chosen in the plan).
+func configure(n *config.Net, args *skel.CmdArgs, cns *netns.NS, p *plan, br *netlink.Bridge, host netlink.Link, res *current.Result, undo *rollback) error {
+	a := fwAttachment(n, args.ContainerID, args.IfName, p.hostName, res)
+	if n.PinMAC() {
+		a.MAC = p.mac
+	}
+	protected := make(chan error, 1)
+	go func() { protected <- protect(n, a, p, undo) }()
+	wireErr := wire(n, args, cns, p, br, host, res)
+	if err := <-protected; wireErr == nil {
+		return err
+	}
+	return wireErr
 }
 
 // attach makes the links, which need no address: the bridge (up, gateways
@@ -131,8 +145,9 @@ func wire(n *config.Net, args *skel.CmdArgs, cns *netns.NS, p *plan, br *netlink
 
 // protect installs the attachment's firewall elements (masquerade,
 // published ports, isolation, anti-spoofing) and its bandwidth shaping.
-func protect(n *config.Net, args *skel.CmdArgs, p *plan, res *current.Result, undo *rollback) error {
-	a := fwAttachment(n, args.ContainerID, args.IfName, p.hostName, res)
+// The rollback stack is its own while it runs: attach is done and wire
+// pushes nothing.
+func protect(n *config.Net, a *firewall.Attachment, p *plan, undo *rollback) error {
 	fw, err := openFirewall()
 	if err != nil {
 		return err
@@ -155,7 +170,7 @@ func protect(n *config.Net, args *skel.CmdArgs, p *plan, res *current.Result, un
 func createVeth(n *config.Net, args *skel.CmdArgs, cns *netns.NS, p *plan, br *netlink.Bridge) (netlink.Link, error) {
 	spec := link.VethSpec{
 		HostName: p.hostName, Alias: p.alias, PeerName: args.IfName,
-		PeerNetNSFd: cns.Fd(), PeerMAC: n.MAC, MTU: p.mtu,
+		PeerNetNSFd: cns.Fd(), PeerMAC: p.mac, MTU: p.mtu,
 	}
 	if br != nil {
 		spec.MasterIndex = br.Index

@@ -23,6 +23,7 @@ var routedGatewayV4 = net.ParseIP("169.254.1.1").To4()
 type plan struct {
 	hostName, alias string
 	mtu             int
+	mac             net.HardwareAddr // container end
 	addrs           []*net.IPNet // container addresses as configured
 	bridgeGWs       []*net.IPNet // bridge mode: gateway with the subnet prefix
 	hostGWs         []net.IP     // routed mode: addresses of the host end
@@ -52,8 +53,11 @@ func identity(n *config.Net, args *skel.CmdArgs) (hostName, alias string) {
 // newPlan starts the plan with what needs no address: names and MTU, all
 // the links need, so they can be made while IPAM allocates.
 func newPlan(n *config.Net, args *skel.CmdArgs) *plan {
-	p := &plan{mtu: n.MTU}
+	p := &plan{mtu: n.MTU, mac: n.MAC}
 	p.hostName, p.alias = identity(n, args)
+	if p.mac == nil {
+		p.mac = link.RandomMAC()
+	}
 	if p.mtu == 0 {
 		p.mtu = defaultMTU()
 	}

@@ -24,9 +24,9 @@ type plan struct {
 	hostName, alias string
 	mtu             int
 	mac             net.HardwareAddr // container end
-	addrs           []*net.IPNet // container addresses as configured
-	bridgeGWs       []*net.IPNet // bridge mode: gateway with the subnet prefix
-	hostGWs         []net.IP     // routed mode: addresses of the host end
+	addrs           []*net.IPNet     // container addresses as configured
+	bridgeGWs       []*net.IPNet     // bridge mode: gateway with the subnet prefix
+	hostGWs         []net.IP         // routed mode: addresses of the host end
 	onLink          []net.IP
 	routes          []*types.Route
 	v4, v6          bool

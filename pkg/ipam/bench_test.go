@@ -146,3 +146,44 @@ func report(b *testing.B, op string, d []time.Duration) {
 	b.ReportMetric(ms(0.50), op+"-p50-ms")
 	b.ReportMetric(ms(0.99), op+"-p99-ms")
 }
+
+// BenchmarkReserveRelease: the disk store's share of one ADD and DEL
+// (Reserve, then Release) on the default temp dir, which must be a real
+// disk for the fsync costs to show; percentiles per operation.
+func BenchmarkReserveRelease(b *testing.B) {
+	stacks := map[string][]netip.Addr{
+		"single": {netip.MustParseAddr("10.9.0.1")},
+		"dual":   {netip.MustParseAddr("10.9.0.1"), netip.MustParseAddr("fd00::1")},
+	}
+	for _, name := range []string{"single", "dual"} {
+		b.Run(name, func(b *testing.B) {
+			dir := b.TempDir()
+			populate(b, filepath.Join(dir, "testnet"), 1000, true)
+			s, err := OpenDiskStore(dir, "testnet")
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			if err := s.Lock(); err != nil {
+				b.Fatal(err)
+			}
+			var res, rel []time.Duration
+			b.ResetTimer()
+			for i := range b.N {
+				a := Attachment{ContainerID: fmt.Sprintf("bench%d", i), IfName: "eth0"}
+				start := time.Now()
+				if err := s.Reserve(a, stacks[name]); err != nil {
+					b.Fatal(err)
+				}
+				mid := time.Now()
+				if err := s.Release(a); err != nil {
+					b.Fatal(err)
+				}
+				res, rel = append(res, mid.Sub(start)), append(rel, time.Since(mid))
+			}
+			b.StopTimer()
+			report(b, "reserve", res)
+			report(b, "release", rel)
+		})
+	}
+}

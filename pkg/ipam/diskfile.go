@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -70,32 +71,146 @@ func decodeIndex(data []byte) (Attachment, []netip.Addr, error) {
 	return a, ips, nil
 }
 
-// writeTemp writes data to the scratch file `name` in dir and fsyncs it, so
-// its content is durable before it gets its real name. Scratch names are
-// fixed because writers are serialized by the lock; the old file is
-// unlinked first, never truncated, because a crash may have left it as a
-// hard link to a live reservation.
-func writeTemp(dir, name string, data []byte, sync bool) (string, error) {
+// The hot path calls the unix package directly: os.OpenFile adds fstat,
+// fcntl and epoll_ctl calls per file that a small regular file never needs.
+
+// scratch is a file written under a fixed name in .nswire and not yet
+// durable. Scratch names are fixed because writers are serialized by the
+// lock.
+type scratch struct {
+	fd   int
+	path string // "" once renamed away
+}
+
+// newScratch creates dir/name holding data. A leftover of a crash is
+// unlinked, never truncated: it may be a hard link to a live reservation
+// (see renameNoReplace). Usually there is none, so try to create first.
+func newScratch(dir, name string, data []byte) (*scratch, error) {
 	path := filepath.Join(dir, name)
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return "", err
+	fd, err := openExcl(path)
+	if errors.Is(err, unix.EEXIST) {
+		if err = unix.Unlink(path); err == nil {
+			fd, err = openExcl(path)
+		}
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, &os.PathError{Op: "create", Path: path, Err: err}
+	}
+	sc := &scratch{fd: fd, path: path}
+	if err := writeAll(fd, data); err != nil {
+		sc.discard()
+		return nil, &os.PathError{Op: "write", Path: path, Err: err}
+	}
+	return sc, nil
+}
+
+func openExcl(path string) (int, error) {
+	return retryEINTR(func() (int, error) {
+		return unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o600)
+	})
+}
+
+func writeAll(fd int, data []byte) error {
+	for len(data) > 0 {
+		n, err := retryEINTR(func() (int, error) { return unix.Write(fd, data) })
+		if err != nil {
+			return err
+		}
+		data = data[n:]
+	}
+	return nil
+}
+
+// startWriteback submits the data now, so that the fsyncs of several
+// scratch files overlap their I/O and, on a journaling filesystem, the
+// first fsync's commit already holds the others' block allocations (no
+// commit of their own). Only a hint: sync still decides.
+func (sc *scratch) startWriteback() {
+	_ = unix.SyncFileRange(sc.fd, 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+}
+
+func (sc *scratch) sync() error {
+	if _, err := retryEINTR(func() (int, error) { return 0, unix.Fsync(sc.fd) }); err != nil {
+		return &os.PathError{Op: "fsync", Path: sc.path, Err: err}
+	}
+	return nil
+}
+
+// rename gives the scratch its real name, replacing what is there.
+func (sc *scratch) rename(to string) error {
+	if err := unix.Rename(sc.path, to); err != nil {
+		return &os.LinkError{Op: "rename", Old: sc.path, New: to, Err: err}
+	}
+	sc.path = ""
+	return nil
+}
+
+// renameNoReplace gives the scratch its real name, failing with
+// os.ErrExist if that exists.
+func (sc *scratch) renameNoReplace(to string) error {
+	if err := renameNoReplace(sc.path, to); err != nil {
+		return err
+	}
+	sc.path = ""
+	return nil
+}
+
+// discard closes the file and removes the scratch name, if still there.
+func (sc *scratch) discard() {
+	_ = unix.Close(sc.fd)
+	if sc.path != "" {
+		_ = unix.Unlink(sc.path)
+	}
+}
+
+// writeTemp writes data to the scratch file `name` in dir, fsynced if
+// sync, and closes it; the caller renames it into place.
+func writeTemp(dir, name string, data []byte, sync bool) (string, error) {
+	sc, err := newScratch(dir, name, data)
 	if err != nil {
 		return "", err
 	}
-	_, err = f.Write(data)
-	if err == nil && sync {
-		err = f.Sync()
+	if sync {
+		err = sc.sync()
 	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	if cerr := unix.Close(sc.fd); err == nil && cerr != nil {
+		err = &os.PathError{Op: "close", Path: sc.path, Err: cerr}
 	}
 	if err != nil {
-		_ = os.Remove(path)
+		_ = unix.Unlink(sc.path)
 		return "", err
 	}
-	return path, nil
+	return sc.path, nil
+}
+
+// readSmall reads a small file (reservation, index, cursor) whole.
+func readSmall(path string) ([]byte, error) {
+	fd, err := retryEINTR(func() (int, error) { return unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0) })
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	buf := make([]byte, 0, 512)
+	for {
+		buf = slices.Grow(buf, 512)
+		n, err := retryEINTR(func() (int, error) { return unix.Read(fd, buf[len(buf):cap(buf)]) })
+		if err != nil {
+			return nil, &os.PathError{Op: "read", Path: path, Err: err}
+		}
+		if n == 0 {
+			return buf, nil
+		}
+		buf = buf[:len(buf)+n]
+	}
+}
+
+func retryEINTR(fn func() (int, error)) (int, error) {
+	for {
+		n, err := fn()
+		if !errors.Is(err, unix.EINTR) {
+			return n, err
+		}
+	}
 }
 
 // renameNoReplace moves from to to, failing with os.ErrExist if to exists,
@@ -114,15 +229,20 @@ func renameNoReplace(from, to string) error {
 
 // syncDir makes the names created or removed in dir durable.
 func syncDir(dir string) error {
-	f, err := os.Open(dir)
+	fd, err := retryEINTR(func() (int, error) {
+		return unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	})
 	if err != nil {
-		return err
+		return &os.PathError{Op: "open", Path: dir, Err: err}
 	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
+	_, err = retryEINTR(func() (int, error) { return 0, unix.Fsync(fd) })
+	if cerr := unix.Close(fd); err == nil {
 		err = cerr
 	}
-	return err
+	if err != nil {
+		return &os.PathError{Op: "fsync", Path: dir, Err: err}
+	}
+	return nil
 }
 
 // syncFS flushes the whole filesystem once; rebuilds write many files and

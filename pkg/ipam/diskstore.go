@@ -161,7 +161,7 @@ func (s *DiskStore) lookup(a Attachment) (claim, error) {
 // readIndex returns the addresses a's index points to. A corrupt index is
 // rebuilt from the reservation files (a walk, but only on this rare path).
 func (s *DiskStore) readIndex(a Attachment) ([]netip.Addr, error) {
-	data, err := os.ReadFile(s.indexPath(a))
+	data, err := readSmall(s.indexPath(a))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
@@ -198,7 +198,7 @@ const (
 )
 
 func (s *DiskStore) owner(ip netip.Addr) (Attachment, ownerState, error) {
-	data, err := os.ReadFile(s.ipPath(ip))
+	data, err := readSmall(s.ipPath(ip))
 	if errors.Is(err, os.ErrNotExist) {
 		return Attachment{}, ownerNone, nil
 	}
@@ -240,10 +240,12 @@ func (s *DiskStore) Taken(ip netip.Addr) (bool, error) {
 	return true, nil
 }
 
-// Reserve writes the index before the reservation files (each step made
-// durable), so every reservation file is reachable from its owner's index
-// at every instant, even across power loss; the reverse (a pointer to a
-// missing file) is harmless and cleaned up on the next write.
+// Reserve makes the index point to every new address, durably, before
+// that address's file appears, so every reservation file is reachable from
+// its owner's index at every instant, even across power loss; the reverse
+// (a pointer to a missing file) is harmless and cleaned up on the next
+// write. The allocator checked the addresses are free under this lock;
+// renaming without replace makes sure, so no second check here.
 func (s *DiskStore) Reserve(a Attachment, ips []netip.Addr) error {
 	c, err := s.lookup(a)
 	if err != nil {
@@ -253,15 +255,6 @@ func (s *DiskStore) Reserve(a Attachment, ips []netip.Addr) error {
 		return corruptError(s.ipPath(c.corrupt[0]))
 	}
 	add, drop := missing(ips, c.held), missing(c.held, ips)
-	for _, ip := range add {
-		taken, err := s.Taken(ip)
-		if err != nil {
-			return err
-		}
-		if taken {
-			return busyError("address %s is already reserved", ip)
-		}
-	}
 	if len(add) > 0 {
 		if err := s.addFiles(a, c.held, add); err != nil {
 			return err
@@ -279,28 +272,81 @@ func (s *DiskStore) Reserve(a Attachment, ips []netip.Addr) error {
 }
 
 func (s *DiskStore) addFiles(a Attachment, held, add []netip.Addr) error {
-	if err := s.writeIndex(a, append(held[:len(held):len(held)], add...)); err != nil {
+	b, err := s.stage(a, append(held[:len(held):len(held)], add...), add)
+	if err != nil {
 		return err
 	}
-	created, err := s.createFiles(a, add)
+	defer b.discard()
+	created, err := b.commit(len(held) == 0)
 	if err == nil {
 		return nil
 	}
 	// Undo in reverse so nothing stays half-allocated.
-	_ = s.removeFiles(created)
+	if len(created) > 0 {
+		_ = s.removeFiles(created)
+	}
 	_ = s.writeIndex(a, held)
 	return err
 }
 
-func (s *DiskStore) createFiles(a Attachment, add []netip.Addr) ([]netip.Addr, error) {
-	var created []netip.Addr
+// batch is one Reserve's new index and reservation files, written to
+// scratch files before any fsync so their writeback overlaps and, on a
+// journaling filesystem, one commit covers them all.
+type batch struct {
+	s     *DiskStore
+	a     Attachment
+	index *scratch
+	ips   []netip.Addr
+	files []*scratch // files[i] holds the reservation of ips[i]
+}
+
+func (s *DiskStore) stage(a Attachment, all, add []netip.Addr) (*batch, error) {
+	b := &batch{s: s, a: a, ips: add}
+	var err error
+	if b.index, err = newScratch(s.indexDir, "tmp.index", encodeIndex(a, all)); err != nil {
+		return nil, ioError("write index of "+a.ContainerID, err)
+	}
+	b.index.startWriteback()
+	crashPoint("index written")
 	for i, ip := range add {
-		tmp, err := writeTemp(s.indexDir, "tmp.ip."+strconv.Itoa(i), encodeOwner(a), true)
+		f, err := newScratch(s.indexDir, "tmp.ip."+strconv.Itoa(i), encodeOwner(a))
 		if err != nil {
-			return created, ioError("write reservation "+ip.String(), err)
+			b.discard()
+			return nil, ioError("write reservation "+ip.String(), err)
 		}
+		b.files = append(b.files, f)
+		f.startWriteback()
 		crashPoint("reservation written")
-		if err := renameNoReplace(tmp, s.ipPath(ip)); err != nil {
+	}
+	return b, nil
+}
+
+// commit makes the index durable (content and name), then renames the
+// reservation files into place and makes them durable. A fresh index (a
+// holds nothing yet) is renamed before its fsync, so the same fsyncs cover
+// its name: a new index torn by a power loss before the fsyncs has no
+// reservation file depending on it yet, and a torn index is detected and
+// rebuilt anyway. An index a holds addresses by is replaced only once the
+// new one is durable.
+func (b *batch) commit(fresh bool) (created []netip.Addr, err error) {
+	if fresh {
+		if err := b.renameIndex(); err != nil {
+			return nil, err
+		}
+	}
+	if err := b.sync(); err != nil {
+		return nil, err
+	}
+	if !fresh {
+		if err := b.renameIndex(); err != nil {
+			return nil, err
+		}
+	}
+	if err := syncDir(b.s.indexDir); err != nil {
+		return nil, ioError("sync "+b.s.indexDir, err)
+	}
+	for i, ip := range b.ips {
+		if err := b.files[i].renameNoReplace(b.s.ipPath(ip)); err != nil {
 			if errors.Is(err, os.ErrExist) {
 				return created, busyError("address %s is already reserved", ip)
 			}
@@ -309,17 +355,46 @@ func (s *DiskStore) createFiles(a Attachment, add []netip.Addr) ([]netip.Addr, e
 		created = append(created, ip)
 		crashPoint("reservation renamed")
 	}
-	if err := syncDir(s.dir); err != nil {
-		return created, ioError("sync "+s.dir, err)
+	if err := syncDir(b.s.dir); err != nil {
+		return created, ioError("sync "+b.s.dir, err)
 	}
 	return created, nil
+}
+
+func (b *batch) renameIndex() error {
+	if err := b.index.rename(b.s.indexPath(b.a)); err != nil {
+		return ioError("rename index of "+b.a.ContainerID, err)
+	}
+	crashPoint("index renamed")
+	return nil
+}
+
+// sync makes every staged file's content durable; their writeback started
+// when staged, so the fsyncs wait for I/O already in flight.
+func (b *batch) sync() error {
+	for _, f := range append([]*scratch{b.index}, b.files...) {
+		if err := f.sync(); err != nil {
+			return ioError("sync "+b.a.ContainerID, err)
+		}
+	}
+	return nil
+}
+
+// discard closes the scratch files and removes those not renamed.
+func (b *batch) discard() {
+	if b.index != nil {
+		b.index.discard()
+	}
+	for _, f := range b.files {
+		f.discard()
+	}
 }
 
 // removeFiles deletes reservation files, then makes that durable before the
 // caller drops them from the index (the order of Reserve, reversed).
 func (s *DiskStore) removeFiles(ips []netip.Addr) error {
 	for _, ip := range ips {
-		if err := os.Remove(s.ipPath(ip)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := unix.Unlink(s.ipPath(ip)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return ioError("remove reservation "+ip.String(), err)
 		}
 		crashPoint("reservation removed")
@@ -341,7 +416,7 @@ func (s *DiskStore) writeIndex(a Attachment, ips []netip.Addr) error {
 		return ioError("write index of "+a.ContainerID, err)
 	}
 	crashPoint("index written")
-	if err := os.Rename(tmp, s.indexPath(a)); err != nil {
+	if err := unix.Rename(tmp, s.indexPath(a)); err != nil {
 		return ioError("rename index of "+a.ContainerID, err)
 	}
 	crashPoint("index renamed")
@@ -354,7 +429,7 @@ func (s *DiskStore) writeIndex(a Attachment, ips []netip.Addr) error {
 // removeIndex needs no sync: should the removal be lost, the index comes
 // back pointing to files that are gone, which lookups ignore.
 func (s *DiskStore) removeIndex(a Attachment) error {
-	if err := os.Remove(s.indexPath(a)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := unix.Unlink(s.indexPath(a)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return ioError("remove index of "+a.ContainerID, err)
 	}
 	crashPoint("index removed")
@@ -381,7 +456,7 @@ func (s *DiskStore) cursorPath(set int) string {
 }
 
 func (s *DiskStore) LastReserved(set int) (netip.Addr, bool) {
-	data, err := os.ReadFile(s.cursorPath(set))
+	data, err := readSmall(s.cursorPath(set))
 	if err != nil {
 		return netip.Addr{}, false
 	}
@@ -389,15 +464,27 @@ func (s *DiskStore) LastReserved(set int) (netip.Addr, bool) {
 	return ip, err == nil
 }
 
-// SetLastReserved is not synced: the cursor only spreads allocations, and a
-// lost or torn one just restarts the scan at the range start.
+// SetLastReserved is not synced and overwrites in place (as host-local
+// does, minus its truncate-first): the cursor only spreads allocations,
+// and a lost or torn one just restarts the scan at the range start.
+// Overwriting the allocated block also spares ext4 the writeback it
+// forces when a file is renamed over another or truncated to zero.
 func (s *DiskStore) SetLastReserved(set int, ip netip.Addr) error {
-	tmp, err := writeTemp(s.indexDir, "tmp.cursor", []byte(ip.String()), false)
+	path := s.cursorPath(set)
+	fd, err := retryEINTR(func() (int, error) { return unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_CLOEXEC, 0o600) })
+	if err != nil {
+		return ioError("open cursor", err)
+	}
+	data := []byte(ip.String())
+	_, err = unix.Pwrite(fd, data, 0)
+	if err == nil {
+		err = unix.Ftruncate(fd, int64(len(data)))
+	}
+	if cerr := unix.Close(fd); err == nil {
+		err = cerr
+	}
 	if err != nil {
 		return ioError("write cursor", err)
-	}
-	if err := os.Rename(tmp, s.cursorPath(set)); err != nil {
-		return ioError("rename cursor", err)
 	}
 	return nil
 }

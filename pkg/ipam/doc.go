@@ -30,14 +30,31 @@
 // (containerID, ifname), listing its addresses. All writers hold flock on
 // the lock file, the same lock host-local takes.
 //
-// The address files are the authority. ADD writes the index entry first
-// (temp file, fsync, rename, fsync dir) and then each address file (temp
-// file, fsync, rename without replace, fsync dir); DEL removes address files
-// (fsync dir) before the index entry. So every address file is reachable
-// from its owner's index at every instant; the only possible leftover is an
-// index entry pointing at a missing or foreign file, which lookups ignore
-// and the next write cleans. A directory without .nswire/version (written
-// by host-local) is indexed once, under the lock, on first use.
+// The address files are the authority. ADD writes the new index entry and
+// each address file to scratch files in .nswire/ and starts their
+// writeback; then it fsyncs them all, renames the index entry into place,
+// fsyncs .nswire/, and only then renames each address file into place
+// (without replace) and fsyncs the data directory. So an address file
+// appears only once its index entry is durable, content and name: every
+// address file is reachable from its owner's index at every instant,
+// across SIGKILL and power loss alike, on any filesystem. DEL removes
+// address files (fsync dir) before the index entry. The only possible
+// leftovers are an index entry pointing at a missing or foreign file,
+// which lookups ignore and the next write cleans, and scratch files, which
+// the next writer unlinks.
+//
+// One exception to "fsync, then rename": a new index entry (the attachment
+// holds nothing yet) is renamed before the fsyncs, so that they cover its
+// name too. A power loss before them may leave it empty or torn, but no
+// address file depends on it yet, and a torn index is caught by its CRC
+// and rebuilt from the address files (below). An entry the attachment
+// holds addresses by is replaced only after the new one is durable. On a
+// journaling filesystem (ext4, XFS) writing everything before the first
+// fsync lets the fsyncs share journal commits: a new attachment costs two
+// commits, not one per fsync.
+//
+// A directory without .nswire/version (written by host-local) is indexed
+// once, under the lock, on first use.
 //
 // Corruption: an index file carries its attachment and a CRC; a bad one is
 // rebuilt from the address files (a walk, only then). An unreadable address

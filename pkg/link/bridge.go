@@ -20,21 +20,22 @@ type BridgeSpec struct {
 	Gateways []*net.IPNet // gateway address with the subnet's prefix
 }
 
-// EnsureBridge adopts the bridge named in s, or creates it (up, with its
-// fixed MAC). An existing bridge is left as it is: ConfigureBridge brings
-// it up with the gateways once IPAM named them, after refusing conflicts.
-// Safe against concurrent callers. created reports that this call made
-// the bridge, even when it then fails.
+// EnsureBridge creates the bridge or adopts an existing one, brings it up
+// and gives it the gateway addresses. Safe against concurrent callers.
+// created reports that this call made the bridge, even when it then fails.
 func EnsureBridge(s BridgeSpec) (br *netlink.Bridge, created bool, err error) {
-	if br, err = bridgeByName(s.Name); err != nil || br != nil {
-		return br, false, err
+	if br, err = bridgeByName(s.Name); err != nil {
+		return nil, false, err
 	}
-	return createBridge(s)
+	if br == nil {
+		if br, created, err = createBridge(s); err != nil {
+			return nil, created, err
+		}
+	}
+	return br, created, configureBridge(br, s)
 }
 
-// ConfigureBridge brings br up and gives it the gateway addresses (and the
-// sysctls they need), refusing conflicts before any change.
-func ConfigureBridge(br *netlink.Bridge, s BridgeSpec) error {
+func configureBridge(br *netlink.Bridge, s BridgeSpec) error {
 	// Conflicts are found before any change, so a refused ADD leaves an
 	// existing bridge exactly as it was.
 	missing, err := missingGateways(br, s.Gateways)
@@ -130,7 +131,9 @@ func createBridge(s BridgeSpec) (*netlink.Bridge, bool, error) {
 
 func bridgeMAC(name string) net.HardwareAddr {
 	sum := ident.Sum("nswire-bridge", name)
-	return localUnicast(sum[:])
+	mac := net.HardwareAddr(sum[:6])
+	mac[0] = (mac[0] | 0x02) &^ 0x01 // locally administered, unicast
+	return mac
 }
 
 // missingGateways returns the gateways the bridge lacks.

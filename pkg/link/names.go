@@ -1,12 +1,8 @@
 package link
 
 import (
-	"encoding/binary"
-	"math/rand/v2"
-	"net"
-	"strings"
-
 	"github.com/nswire/nswire/pkg/ident"
+	"strings"
 )
 
 // HostVethPrefix starts the name of every host-side veth nswire creates.
@@ -44,21 +40,4 @@ func ParseAlias(alias string) (network, containerID, ifName string, ok bool) {
 		return "", "", "", false
 	}
 	return parts[0], parts[1], parts[2], true
-}
-
-// RandomMAC is a random locally administered unicast MAC, what the kernel
-// would pick; nswire picks it itself so the firewall can pin it while the
-// link is still being configured.
-func RandomMAC() net.HardwareAddr {
-	var b [8]byte
-	binary.LittleEndian.PutUint64(b[:], rand.Uint64())
-	return localUnicast(b[:])
-}
-
-// localUnicast makes a MAC of b's first six bytes, flagged locally
-// administered and unicast.
-func localUnicast(b []byte) net.HardwareAddr {
-	mac := net.HardwareAddr(b[:6])
-	mac[0] = (mac[0] | 0x02) &^ 0x01
-	return mac
 }

@@ -13,7 +13,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nswire/nswire/pkg/config"
-	"github.com/nswire/nswire/pkg/firewall"
 	"github.com/nswire/nswire/pkg/link"
 	"github.com/nswire/nswire/pkg/netns"
 	"github.com/nswire/nswire/pkg/shaping"
@@ -51,93 +50,71 @@ func Add(args *skel.CmdArgs) (err error) {
 		return err
 	}
 	t.step("netns")
-	// The allocation's undo goes first so that a rollback removes the
-	// links before the address is free again.
-	alloc := startAllocation(n, args)
-	undo.push(alloc.release)
-	p := newPlan(n, args)
-	br, host, err := attach(n, args, cns, p, &undo)
-	res, ipamErr := alloc.wait()
-	t.step("links+ipam")
-	if ipamErr != nil {
-		return ipamErr
+	ipam := newIPAM(n, args)
+	if ipam.builtin() {
+		if err := restoreReservations(n, args); err != nil {
+			return err
+		}
 	}
+	res, err := ipam.add()
 	if err != nil {
 		return err
 	}
-	if err := p.addresses(n, res); err != nil {
+	undo.push(ipam.del)
+	t.step("ipam")
+	p, err := newPlan(n, args, res)
+	if err != nil {
 		return err
 	}
-	if err := configure(n, args, cns, p, br, host, res, &undo); err != nil {
+	if err := wire(n, args, cns, p, res, &undo, t); err != nil {
 		return err
 	}
-	t.step("addresses+firewall")
+	if err := protect(n, args, p, res, &undo); err != nil {
+		return err
+	}
+	t.step("firewall")
 	return types.PrintResult(res, n.CNIVersion)
 }
 
-// configure wires the addresses and installs the firewall side by side:
-// they touch different kernel objects, and the firewall needs only the
-// plan and IPAM's answer (the container MAC is chosen in the plan).
-func configure(n *config.Net, args *skel.CmdArgs, cns *netns.NS, p *plan, br *netlink.Bridge, host netlink.Link, res *current.Result, undo *rollback) error {
-	a := fwAttachment(n, args.ContainerID, args.IfName, p.hostName, res)
-	if n.PinMAC() {
-		a.MAC = p.mac
+// wire makes the kernel objects of the plan and fills res.Interfaces.
+func wire(n *config.Net, args *skel.CmdArgs, cns *netns.NS, p *plan, res *current.Result, undo *rollback, t *trace) error {
+	if err := link.EnableForwarding(p.v4, p.v6); err != nil {
+		return fmt.Errorf("enable forwarding: %w", err)
 	}
-	protected := make(chan error, 1)
-	go func() { protected <- protect(n, a, p, undo) }()
-	wireErr := wire(n, args, cns, p, br, host, res)
-	if err := <-protected; wireErr == nil {
-		return err
-	}
-	return wireErr
-}
-
-// attach makes the links, which need no address: the bridge (up, gateways
-// come later) and the veth on it, hairpin on.
-func attach(n *config.Net, args *skel.CmdArgs, cns *netns.NS, p *plan, undo *rollback) (*netlink.Bridge, netlink.Link, error) {
 	var br *netlink.Bridge
 	if n.Bridged() {
 		var created bool
 		var err error
-		br, created, err = link.EnsureBridge(link.BridgeSpec{Name: n.Bridge, MTU: p.mtu})
+		br, created, err = link.EnsureBridge(link.BridgeSpec{Name: n.Bridge, MTU: p.mtu, Gateways: p.bridgeGWs})
 		if created {
 			undo.push(func() error { return link.DeleteBridgeIfUnused(n.Bridge) })
 		}
 		if err != nil {
-			return nil, nil, err
+			return err
 		}
+		t.step("bridge")
 	}
 	host, err := createVeth(n, args, cns, p, br)
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
 	undo.push(func() error { return link.DeleteOwned(p.hostName, p.alias) })
-	if n.Bridged() && n.Hairpin() {
-		if err := netlink.LinkSetHairpin(host, true); err != nil {
-			return nil, nil, fmt.Errorf("hairpin on %q: %w", p.hostName, err)
-		}
-	}
-	return br, host, nil
-}
-
-// wire gives the links their addresses and routes (the bridge its
-// gateways) and fills res.Interfaces.
-func wire(n *config.Net, args *skel.CmdArgs, cns *netns.NS, p *plan, br *netlink.Bridge, host netlink.Link, res *current.Result) error {
-	if err := link.EnableForwarding(p.v4, p.v6); err != nil {
-		return fmt.Errorf("enable forwarding: %w", err)
-	}
-	if n.Bridged() {
-		if err := link.ConfigureBridge(br, link.BridgeSpec{Name: n.Bridge, MTU: p.mtu, Gateways: p.bridgeGWs}); err != nil {
+	t.step("veth")
+	if !n.Bridged() {
+		if err := link.ConfigureRoutedHost(host, p.hostGWs, p.addrs); err != nil {
 			return err
 		}
-	} else if err := link.ConfigureRoutedHost(host, p.hostGWs, p.addrs); err != nil {
-		return err
+	} else if n.Hairpin() {
+		if err := netlink.LinkSetHairpin(host, true); err != nil {
+			return fmt.Errorf("hairpin on %q: %w", p.hostName, err)
+		}
 	}
 	cl, routes, err := link.ConfigureContainer(cns, link.ContainerSpec{IfName: args.IfName, Addrs: p.addrs, Routes: p.routes, OnLink: p.onLink})
 	if err != nil {
 		return err
 	}
 	res.Routes = routes
+	t.step("container")
 	res.Interfaces, res.DNS = interfaces(br, host, cl, cns.Path), dns(n, res.DNS)
 	setInterfaceIndex(res)
 	return nil
@@ -145,9 +122,8 @@ func wire(n *config.Net, args *skel.CmdArgs, cns *netns.NS, p *plan, br *netlink
 
 // protect installs the attachment's firewall elements (masquerade,
 // published ports, isolation, anti-spoofing) and its bandwidth shaping.
-// The rollback stack is its own while it runs: attach is done and wire
-// pushes nothing.
-func protect(n *config.Net, a *firewall.Attachment, p *plan, undo *rollback) error {
+func protect(n *config.Net, args *skel.CmdArgs, p *plan, res *current.Result, undo *rollback) error {
+	a := fwAttachment(n, args.ContainerID, args.IfName, p.hostName, res)
 	fw, err := openFirewall()
 	if err != nil {
 		return err
@@ -170,7 +146,7 @@ func protect(n *config.Net, a *firewall.Attachment, p *plan, undo *rollback) err
 func createVeth(n *config.Net, args *skel.CmdArgs, cns *netns.NS, p *plan, br *netlink.Bridge) (netlink.Link, error) {
 	spec := link.VethSpec{
 		HostName: p.hostName, Alias: p.alias, PeerName: args.IfName,
-		PeerNetNSFd: cns.Fd(), PeerMAC: p.mac, MTU: p.mtu,
+		PeerNetNSFd: cns.Fd(), PeerMAC: n.MAC, MTU: p.mtu,
 	}
 	if br != nil {
 		spec.MasterIndex = br.Index

@@ -23,10 +23,9 @@ var routedGatewayV4 = net.ParseIP("169.254.1.1").To4()
 type plan struct {
 	hostName, alias string
 	mtu             int
-	mac             net.HardwareAddr // container end
-	addrs           []*net.IPNet     // container addresses as configured
-	bridgeGWs       []*net.IPNet     // bridge mode: gateway with the subnet prefix
-	hostGWs         []net.IP         // routed mode: addresses of the host end
+	addrs           []*net.IPNet // container addresses as configured
+	bridgeGWs       []*net.IPNet // bridge mode: gateway with the subnet prefix
+	hostGWs         []net.IP     // routed mode: addresses of the host end
 	onLink          []net.IP
 	routes          []*types.Route
 	v4, v6          bool
@@ -50,31 +49,22 @@ func identity(n *config.Net, args *skel.CmdArgs) (hostName, alias string) {
 		link.Alias(n.Name, args.ContainerID, args.IfName)
 }
 
-// newPlan starts the plan with what needs no address: names and MTU, all
-// the links need, so they can be made while IPAM allocates.
-func newPlan(n *config.Net, args *skel.CmdArgs) *plan {
-	p := &plan{mtu: n.MTU, mac: n.MAC}
+// newPlan fills in gateways and routes around IPAM's answer. It also
+// rewrites res (gateways, routes) into what the result will report.
+func newPlan(n *config.Net, args *skel.CmdArgs, res *current.Result) (*plan, error) {
+	p := &plan{mtu: n.MTU}
 	p.hostName, p.alias = identity(n, args)
-	if p.mac == nil {
-		p.mac = link.RandomMAC()
-	}
 	if p.mtu == 0 {
 		p.mtu = defaultMTU()
 	}
-	return p
-}
-
-// addresses fills in gateways and routes around IPAM's answer. It also
-// rewrites res (gateways, routes) into what the result will report.
-func (p *plan) addresses(n *config.Net, res *current.Result) error {
 	for _, ipc := range res.IPs {
 		if err := p.addIP(n, ipc); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	p.routes = fillRoutes(n, res)
 	res.Routes = p.routes
-	return nil
+	return p, nil
 }
 
 func (p *plan) addIP(n *config.Net, ipc *current.IPConfig) error {

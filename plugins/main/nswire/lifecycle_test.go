@@ -341,7 +341,7 @@ func TestLogFile(t *testing.T) {
 	if err := json.Unmarshal([]byte(lines[0]), &rec); err != nil {
 		t.Fatal(err)
 	}
-	if rec.Msg != "ADD" || rec.ContainerID != "logged" || rec.Network != f.name || rec.Steps["links+ipam"] == nil {
+	if rec.Msg != "ADD" || rec.ContainerID != "logged" || rec.Network != f.name || rec.Steps["veth"] == nil {
 		t.Errorf("log line: %s", lines[0])
 	}
 }

@@ -24,18 +24,22 @@ type BridgeSpec struct {
 // and gives it the gateway addresses. Safe against concurrent callers.
 // created reports that this call made the bridge, even when it then fails.
 func EnsureBridge(s BridgeSpec) (br *netlink.Bridge, created bool, err error) {
-	if br, err = bridgeByName(s.Name); err != nil {
+	var inet []uint32
+	if br, inet, err = bridgeByName(s.Name); err != nil {
 		return nil, false, err
 	}
 	if br == nil {
-		if br, created, err = createBridge(s); err != nil {
+		if br, inet, created, err = createBridge(s); err != nil {
 			return nil, created, err
 		}
 	}
-	return br, created, configureBridge(br, s)
+	return br, created, configureBridge(br, inet, s)
 }
 
-func configureBridge(br *netlink.Bridge, s BridgeSpec) error {
+// configureBridge works from the bridge as the kernel just reported it,
+// with its IPv4 settings (see linkWithConf), so an ADD on a ready bridge
+// changes nothing and touches no /proc/sys file for IPv4.
+func configureBridge(br *netlink.Bridge, inet []uint32, s BridgeSpec) error {
 	// Conflicts are found before any change, so a refused ADD leaves an
 	// existing bridge exactly as it was.
 	missing, err := missingGateways(br, s.Gateways)
@@ -56,7 +60,7 @@ func configureBridge(br *netlink.Bridge, s BridgeSpec) error {
 		// Lets the host DNAT 127.0.0.1:hostPort to containers (Docker's
 		// localhost ports); the firewall drops 127/8 arriving from any
 		// interface but lo, which closes CVE-2020-8558.
-		if err := setSysctl("net/ipv4/conf/"+s.Name+"/route_localnet", "1"); err != nil {
+		if err := enableInet(br.Index, inet, ipv4ConfRouteLocalnet); err != nil {
 			return fmt.Errorf("bridge %q route_localnet: %w", s.Name, err)
 		}
 	}
@@ -72,7 +76,7 @@ func configureBridge(br *netlink.Bridge, s BridgeSpec) error {
 // DeleteBridgeIfUnused removes a bridge that has no ports: the undo of a
 // failed first ADD. A bridge with ports belongs to live containers.
 func DeleteBridgeIfUnused(name string) error {
-	br, err := bridgeByName(name)
+	br, _, err := bridgeByName(name)
 	if err != nil || br == nil {
 		return err
 	}
@@ -88,25 +92,26 @@ func DeleteBridgeIfUnused(name string) error {
 	return netlink.LinkDel(br)
 }
 
-// bridgeByName returns nil, nil when no link has the name.
-func bridgeByName(name string) (*netlink.Bridge, error) {
-	l, err := netlink.LinkByName(name)
+// bridgeByName returns the bridge and its IPv4 settings; nil, nil, nil
+// when no link has the name.
+func bridgeByName(name string) (*netlink.Bridge, []uint32, error) {
+	l, inet, err := linkWithConf(name)
 	var notFound netlink.LinkNotFoundError
 	if errors.As(err, &notFound) {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("look up bridge %q: %w", name, err)
+		return nil, nil, fmt.Errorf("look up bridge %q: %w", name, err)
 	}
 	br, ok := l.(*netlink.Bridge)
 	if !ok {
-		return nil, types.NewError(types.ErrInvalidNetworkConfig,
+		return nil, nil, types.NewError(types.ErrInvalidNetworkConfig,
 			fmt.Sprintf("bridge: link %q exists and is a %s, not a bridge", name, l.Type()), "")
 	}
-	return br, nil
+	return br, inet, nil
 }
 
-func createBridge(s BridgeSpec) (*netlink.Bridge, bool, error) {
+func createBridge(s BridgeSpec) (*netlink.Bridge, []uint32, bool, error) {
 	attrs := netlink.NewLinkAttrs()
 	attrs.Name = s.Name
 	attrs.MTU = s.MTU
@@ -117,16 +122,16 @@ func createBridge(s BridgeSpec) (*netlink.Bridge, bool, error) {
 	br := &netlink.Bridge{LinkAttrs: attrs}
 	err := netlink.LinkAdd(br)
 	if err != nil && !errors.Is(err, unix.EEXIST) {
-		return nil, false, fmt.Errorf("create bridge %q: %w", s.Name, err)
+		return nil, nil, false, fmt.Errorf("create bridge %q: %w", s.Name, err)
 	}
 	created := err == nil
 	// Reload: on EEXIST another ADD won the race, and either way we want
-	// the kernel's view (index, flags).
-	got, err := bridgeByName(s.Name)
+	// the kernel's view (index, flags, settings).
+	got, inet, err := bridgeByName(s.Name)
 	if err == nil && got == nil {
 		err = fmt.Errorf("bridge %q vanished after creation", s.Name)
 	}
-	return got, created, err
+	return got, inet, created, err
 }
 
 func bridgeMAC(name string) net.HardwareAddr {

@@ -135,7 +135,7 @@ func CheckHostEnd(name, alias string, masterIndex int, routed []*net.IPNet) erro
 
 // CheckBridge verifies the bridge exists, is up and holds the gateways.
 func CheckBridge(name string, gws []*net.IPNet) (*netlink.Bridge, error) {
-	br, err := bridgeByName(name)
+	br, _, err := bridgeByName(name)
 	if err != nil {
 		return nil, err
 	}

@@ -37,7 +37,7 @@ func ConfigureContainer(n *netns.NS, s ContainerSpec) (netlink.Link, []*types.Ro
 	if err != nil {
 		return nil, nil, fmt.Errorf("look up %q in container: %w", s.IfName, err)
 	}
-	if err := n.Do(func() error { return containerSysctls(s.IfName, hasV6(s.Addrs)) }); err != nil {
+	if err := n.Do(func() error { return containerSettings(l.Attrs().Index, s.IfName, hasV6(s.Addrs)) }); err != nil {
 		return nil, nil, fmt.Errorf("sysctls of %q: %w", s.IfName, err)
 	}
 	for _, a := range s.Addrs {
@@ -55,8 +55,11 @@ func ConfigureContainer(n *netns.NS, s ContainerSpec) (netlink.Link, []*types.Ro
 	return l, routes, nil
 }
 
-func containerSysctls(ifName string, v6 bool) error {
-	if err := setSysctl("net/ipv4/conf/"+ifName+"/arp_notify", "1"); err != nil {
+// containerSettings runs on a thread inside the container's namespace,
+// before the link goes up: arp_notify over netlink, the IPv6 settings
+// (which netlink cannot set) in /proc/sys.
+func containerSettings(index int, ifName string, v6 bool) error {
+	if err := enableInet(index, nil, ipv4ConfArpNotify); err != nil {
 		return err
 	}
 	if !v6 {

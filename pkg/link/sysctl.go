@@ -3,6 +3,8 @@ package link
 import (
 	"bytes"
 	"os"
+
+	"golang.org/x/sys/unix"
 )
 
 // setSysctl writes value to /proc/sys/<key> unless it already holds it: a
@@ -17,15 +19,23 @@ func setSysctl(key, value string) error {
 }
 
 // EnableForwarding turns on IPv4 and, when asked, IPv6 forwarding in the
-// calling thread's namespace.
+// calling thread's namespace. The switches are read over netlink (see
+// devconf.go); /proc/sys is written only when one is off.
 func EnableForwarding(v4, v6 bool) error {
 	if v4 {
-		if err := setSysctl("net/ipv4/ip_forward", "1"); err != nil {
+		if err := enableForwarding(unix.AF_INET, "net/ipv4/ip_forward"); err != nil {
 			return err
 		}
 	}
 	if v6 {
-		return setSysctl("net/ipv6/conf/all/forwarding", "1")
+		return enableForwarding(unix.AF_INET6, "net/ipv6/conf/all/forwarding")
 	}
 	return nil
+}
+
+func enableForwarding(family uint8, key string) error {
+	if on, err := forwarding(family); err == nil && on {
+		return nil
+	}
+	return setSysctl(key, "1")
 }

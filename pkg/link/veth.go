@@ -3,7 +3,6 @@ package link
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"net"
 
 	"github.com/vishvananda/netlink"
@@ -33,14 +32,6 @@ func CreateVeth(s VethSpec) (netlink.Link, error) {
 	if err := newVeth(s); err != nil {
 		return nil, err
 	}
-	// No automatic link-local address on the host end: a bridge port needs
-	// none, routed mode adds its own, and one per container (with its DAD
-	// churn) would make every address dump on the host grow and restart.
-	// Written before the link goes up, when the kernel would generate it.
-	if err := setSysctl("net/ipv6/conf/"+s.HostName+"/addr_gen_mode", "1"); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		_ = netlink.LinkDel(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: s.HostName}})
-		return nil, fmt.Errorf("addr_gen_mode of %q: %w", s.HostName, err)
-	}
 	host, err := netlink.LinkByName(s.HostName)
 	if err != nil {
 		return nil, fmt.Errorf("look up new veth %q: %w", s.HostName, err)
@@ -56,16 +47,16 @@ func CreateVeth(s VethSpec) (netlink.Link, error) {
 	return host, nil
 }
 
-// markUp sets the ifalias and brings the link up in one request.
+// markUp sets the ifalias and brings the link up in one request. It also
+// turns off IPv6 address generation: no automatic link-local address on
+// the host end, as a bridge port needs none, routed mode adds its own, and
+// one per container (with its DAD churn) would make every address dump on
+// the host grow and restart. The kernel applies that setting after the
+// flags, but the peer is still down: without carrier the kernel has not
+// generated an address yet, and does so only when the container end comes
+// up, by which time the mode is set.
 func markUp(index int, alias string) error {
-	req := nl.NewNetlinkRequest(unix.RTM_SETLINK, unix.NLM_F_ACK)
-	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
-	msg.Index = int32(index)
-	msg.Flags, msg.Change = unix.IFF_UP, unix.IFF_UP
-	req.AddData(msg)
-	req.AddData(nl.NewRtAttr(unix.IFLA_IFALIAS, []byte(alias)))
-	_, err := req.Execute(unix.NETLINK_ROUTE, 0)
-	return err
+	return linkChange{index: index, up: true, alias: alias, addrGenNone: true}.apply()
 }
 
 func newVeth(s VethSpec) error {

@@ -1,0 +1,167 @@
+package link
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
+)
+
+// Device settings go over rtnetlink (IFLA_AF_SPEC, RTM_GETNETCONF) rather
+// than /proc/sys wherever the kernel allows it. A /proc/sys/net path walk
+// costs O(namespaces): every network namespace that touched a path leaves
+// dentries of the same names on the same dcache hash chains, which each
+// lookup walks (proc_sys_compare). Measured here: 60 -> 103 us per read
+// with 300 namespaces; at 1,000 containers it was the kernel's top cost of
+// an ADD. IPv6 device settings other than the address generation mode
+// cannot be set this way and stay in /proc/sys.
+
+const (
+	ipv4ConfArpNotify     = 22 // IPV4_DEVCONF_ARP_NOTIFY
+	ipv4ConfRouteLocalnet = 26 // IPV4_DEVCONF_ROUTE_LOCALNET
+	addrGenModeNone       = 1  // IN6_ADDR_GEN_MODE_NONE
+
+	netconfIfindex    = 1  // NETCONFA_IFINDEX
+	netconfForwarding = 2  // NETCONFA_FORWARDING
+	netconfIfindexAll = -1 // NETCONFA_IFINDEX_ALL
+)
+
+// linkChange is one RTM_SETLINK. The kernel applies flags before
+// IFLA_AF_SPEC, so a setting that must be in place when the link goes up
+// needs its own earlier change.
+type linkChange struct {
+	index       int
+	up          bool
+	alias       string
+	inet        map[int]uint32 // IPV4_DEVCONF_* -> value
+	addrGenNone bool           // no IPv6 address generation
+}
+
+// apply sends the change on a socket of the calling thread's namespace. A
+// kernel without IPv6 refuses AF_INET6 settings; they are moot there.
+func (c linkChange) apply() error {
+	_, err := c.request().Execute(unix.NETLINK_ROUTE, 0)
+	if errors.Is(err, unix.EAFNOSUPPORT) && c.addrGenNone {
+		c.addrGenNone = false
+		_, err = c.request().Execute(unix.NETLINK_ROUTE, 0)
+	}
+	return err
+}
+
+func (c linkChange) request() *nl.NetlinkRequest {
+	req := nl.NewNetlinkRequest(unix.RTM_SETLINK, unix.NLM_F_ACK)
+	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
+	msg.Index = int32(c.index)
+	if c.up {
+		msg.Flags, msg.Change = unix.IFF_UP, unix.IFF_UP
+	}
+	req.AddData(msg)
+	if c.alias != "" {
+		req.AddData(nl.NewRtAttr(unix.IFLA_IFALIAS, []byte(c.alias)))
+	}
+	if len(c.inet) == 0 && !c.addrGenNone {
+		return req
+	}
+	spec := nl.NewRtAttr(unix.IFLA_AF_SPEC, nil)
+	if len(c.inet) > 0 {
+		conf := spec.AddRtAttr(unix.AF_INET, nil).AddRtAttr(unix.IFLA_INET_CONF, nil)
+		for id, v := range c.inet {
+			conf.AddRtAttr(id, nl.Uint32Attr(v))
+		}
+	}
+	if c.addrGenNone {
+		spec.AddRtAttr(unix.AF_INET6, nil).AddRtAttr(unix.IFLA_INET6_ADDR_GEN_MODE, []byte{addrGenModeNone})
+	}
+	req.AddData(spec)
+	return req
+}
+
+// enableInet turns the IPv4 setting id on for the link unless inet (as
+// linkWithConf read it) shows it on already.
+func enableInet(index int, inet []uint32, id int) error {
+	if id <= len(inet) && inet[id-1] != 0 {
+		return nil
+	}
+	return linkChange{index: index, inet: map[int]uint32{id: 1}}.apply()
+}
+
+// linkWithConf looks a link up by name and returns it with its IPv4
+// settings (indexed by IPV4_DEVCONF_* - 1; nil without IPv4), which the
+// kernel puts in every link message: no /proc/sys read needed.
+func linkWithConf(name string) (netlink.Link, []uint32, error) {
+	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, unix.NLM_F_ACK)
+	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
+	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(name)))
+	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWLINK)
+	if errors.Is(err, unix.ENODEV) {
+		return nil, nil, netlink.LinkNotFoundError{}
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(msgs) != 1 {
+		return nil, nil, fmt.Errorf("link %q: %d answers", name, len(msgs))
+	}
+	l, err := netlink.LinkDeserialize(nil, msgs[0])
+	if err != nil {
+		return nil, nil, err
+	}
+	return l, inetConf(msgs[0][unix.SizeofIfInfomsg:]), nil
+}
+
+// inetConf digs IFLA_AF_SPEC / AF_INET / IFLA_INET_CONF out of a link
+// message's attributes.
+func inetConf(attrs []byte) []uint32 {
+	spec := findAttr(attrs, unix.IFLA_AF_SPEC)
+	conf := findAttr(findAttr(spec, unix.AF_INET), unix.IFLA_INET_CONF)
+	vals := make([]uint32, len(conf)/4)
+	for i := range vals {
+		vals[i] = binary.NativeEndian.Uint32(conf[4*i:])
+	}
+	return vals
+}
+
+func findAttr(b []byte, typ int) []byte {
+	attrs, err := nl.ParseRouteAttr(b)
+	if err != nil {
+		return nil
+	}
+	for _, a := range attrs {
+		if int(a.Attr.Type&nl.NLA_TYPE_MASK) == typ {
+			return a.Value
+		}
+	}
+	return nil
+}
+
+// netconfMsg is struct netconfmsg.
+type netconfMsg struct{ family uint8 }
+
+func (m netconfMsg) Len() int { return 4 } // NLMSG_ALIGN(sizeof(struct netconfmsg))
+
+func (m netconfMsg) Serialize() []byte { return []byte{m.family, 0, 0, 0} }
+
+// forwarding reads the namespace-wide forwarding switch of a family
+// (net.ipv4.ip_forward, net.ipv6.conf.all.forwarding).
+func forwarding(family uint8) (bool, error) {
+	req := nl.NewNetlinkRequest(unix.RTM_GETNETCONF, unix.NLM_F_ACK)
+	req.AddData(netconfMsg{family: family})
+	all := int32(netconfIfindexAll)
+	ifindex := binary.NativeEndian.AppendUint32(nil, uint32(all))
+	req.AddData(nl.NewRtAttr(netconfIfindex, ifindex))
+	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWNETCONF)
+	if err != nil {
+		return false, err
+	}
+	if len(msgs) != 1 || len(msgs[0]) < 4 {
+		return false, fmt.Errorf("netconf: %d answers", len(msgs))
+	}
+	v := findAttr(msgs[0][4:], netconfForwarding)
+	if len(v) < 4 {
+		return false, errors.New("netconf: no forwarding attribute")
+	}
+	return binary.NativeEndian.Uint32(v) != 0, nil
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/nswire/nswire/pkg/netns"
@@ -66,9 +67,10 @@ func containerSettings(index int, ifName string, v6 bool) error {
 		return nil
 	}
 	// accept_dad=0 keeps even the link-local address out of the tentative
-	// state, so nothing waits on DAD.
+	// state, so nothing waits on DAD. The link was just made: written
+	// without reading first, each a single /proc/sys walk.
 	for key, val := range map[string]string{"accept_dad": "0", "ndisc_notify": "1"} {
-		if err := setSysctl("net/ipv6/conf/"+ifName+"/"+key, val); err != nil {
+		if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+ifName+"/"+key, []byte(val), 0o644); err != nil {
 			return err
 		}
 	}

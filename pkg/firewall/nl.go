@@ -104,7 +104,15 @@ func appendMsg(b []byte, typ, flags uint16, seq uint32, data []byte) []byte {
 	return b
 }
 
+// replyWait bounds every wait for a reply. The kernel answers a request
+// inside the sendmsg that carries it, so a reply that has not come within
+// it never will; an error beats a plugin hung forever.
+const replyWait = 30 * time.Second
+
 func (n *nlConn) send(b []byte) error {
+	if err := n.c.SetReadDeadline(time.Now().Add(replyWait)); err != nil {
+		return err
+	}
 	var werr error
 	err := n.rc.Write(func(fd uintptr) bool {
 		for {

@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -70,38 +71,38 @@ func (r *request) exists() (bool, error) {
 	return true, nil
 }
 
-// chainUse is the reference count of the chain a GETCHAIN returned: its
-// rules plus the jumps and gotos to it.
-func (r *request) chainUse() uint32 {
+// replies calls fn with an attribute decoder for each reply message (past
+// its nfgenmsg header); undecodable messages are skipped.
+func (r *request) replies(fn func(*netlink.AttributeDecoder)) {
 	for _, m := range r.msgs {
 		if len(m.data) < 4 {
 			continue
 		}
-		ad, err := netlink.NewAttributeDecoder(m.data[4:])
-		if err != nil {
-			return 0
-		}
-		for ad.Next() {
-			if ad.Type() == unix.NFTA_CHAIN_USE && len(ad.Bytes()) == 4 {
-				return binary.BigEndian.Uint32(ad.Bytes())
-			}
+		if ad, err := netlink.NewAttributeDecoder(m.data[4:]); err == nil {
+			fn(ad)
 		}
 	}
-	return 0
+}
+
+// chainUse is the reference count of the chain a GETCHAIN returned: its
+// rules plus the jumps and gotos to it.
+func (r *request) chainUse() uint32 {
+	var use uint32
+	r.replies(func(ad *netlink.AttributeDecoder) {
+		for ad.Next() {
+			if ad.Type() == unix.NFTA_CHAIN_USE && len(ad.Bytes()) == 4 {
+				use = binary.BigEndian.Uint32(ad.Bytes())
+			}
+		}
+	})
+	return use
 }
 
 // ruleComments are the comments of the rules a GETRULE dump returned, in
 // chain order.
 func (r *request) ruleComments() []string {
 	var out []string
-	for _, m := range r.msgs {
-		if len(m.data) < 4 {
-			continue
-		}
-		ad, err := netlink.NewAttributeDecoder(m.data[4:])
-		if err != nil {
-			continue
-		}
+	r.replies(func(ad *netlink.AttributeDecoder) {
 		c := ""
 		for ad.Next() {
 			if ad.Type() == unix.NFTA_RULE_USERDATA {
@@ -109,7 +110,7 @@ func (r *request) ruleComments() []string {
 			}
 		}
 		out = append(out, c)
-	}
+	})
 	return out
 }
 
@@ -136,41 +137,52 @@ func (r *request) elem() (elem, error) {
 // elemKeys decodes the keys a GETSETELEM dump returned.
 func (r *request) elemKeys() [][]byte {
 	var out [][]byte
-	for _, m := range r.msgs {
-		if len(m.data) < 4 {
-			continue
-		}
-		ad, err := netlink.NewAttributeDecoder(m.data[4:])
-		if err != nil {
-			continue
-		}
-		for ad.Next() {
-			if ad.Type() != unix.NFTA_SET_ELEM_LIST_ELEMENTS {
-				continue
-			}
-			ad.Nested(func(l *netlink.AttributeDecoder) error {
-				for l.Next() {
-					l.Nested(func(e *netlink.AttributeDecoder) error {
-						for e.Next() {
-							if e.Type() == unix.NFTA_SET_ELEM_KEY {
-								e.Nested(func(d *netlink.AttributeDecoder) error {
-									for d.Next() {
-										if d.Type() == unix.NFTA_DATA_VALUE {
-											out = append(out, d.Bytes())
-										}
-									}
-									return nil
-								})
-							}
-						}
-						return nil
-					})
+	r.replies(func(ad *netlink.AttributeDecoder) {
+		eachElem(ad, func(e *netlink.AttributeDecoder) {
+			for e.Next() {
+				if e.Type() != unix.NFTA_SET_ELEM_KEY {
+					continue
 				}
-				return nil
-			})
-		}
-	}
+				if v := nestedValue(e, unix.NFTA_DATA_VALUE); v != nil {
+					out = append(out, v)
+				}
+			}
+		})
+	})
 	return out
+}
+
+// eachElem calls fn with a decoder over each element in a set element
+// message's NFTA_SET_ELEM_LIST_ELEMENTS.
+func eachElem(ad *netlink.AttributeDecoder, fn func(e *netlink.AttributeDecoder)) {
+	for ad.Next() {
+		if ad.Type() != unix.NFTA_SET_ELEM_LIST_ELEMENTS {
+			continue
+		}
+		ad.Nested(func(list *netlink.AttributeDecoder) error {
+			for list.Next() {
+				list.Nested(func(e *netlink.AttributeDecoder) error {
+					fn(e)
+					return nil
+				})
+			}
+			return nil
+		})
+	}
+}
+
+// nestedValue is the attribute of type typ nested in ad's current one.
+func nestedValue(ad *netlink.AttributeDecoder, typ uint16) []byte {
+	var v []byte
+	ad.Nested(func(d *netlink.AttributeDecoder) error {
+		for d.Next() {
+			if d.Type() == typ {
+				v = d.Bytes()
+			}
+		}
+		return nil
+	})
+	return v
 }
 
 // chainExists asks for one chain by name.
@@ -211,43 +223,35 @@ func parseElemMsg(b []byte, out *elem) error {
 	if err != nil {
 		return err
 	}
-	for ad.Next() {
-		if ad.Type() != unix.NFTA_SET_ELEM_LIST_ELEMENTS {
-			continue
-		}
-		ad.Nested(func(l *netlink.AttributeDecoder) error {
-			for l.Next() {
-				l.Nested(func(e *netlink.AttributeDecoder) error {
-					out.found = true
-					for e.Next() {
-						switch e.Type() {
-						case unix.NFTA_SET_ELEM_DATA:
-							e.Nested(func(d *netlink.AttributeDecoder) error {
-								for d.Next() {
-									if d.Type() == unix.NFTA_DATA_VERDICT {
-										d.Nested(func(v *netlink.AttributeDecoder) error {
-											for v.Next() {
-												if v.Type() == unix.NFTA_VERDICT_CHAIN {
-													out.chain = v.String()
-												}
-											}
-											return nil
-										})
-									}
-								}
-								return nil
-							})
-						case unix.NFTA_SET_ELEM_USERDATA:
-							out.comment, _ = userdata.GetString(e.Bytes(), userdata.NFTNL_UDATA_SET_ELEM_COMMENT)
-						}
-					}
-					return nil
-				})
+	eachElem(ad, func(e *netlink.AttributeDecoder) {
+		out.found = true
+		for e.Next() {
+			switch e.Type() {
+			case unix.NFTA_SET_ELEM_DATA:
+				out.chain = verdictChain(e)
+			case unix.NFTA_SET_ELEM_USERDATA:
+				out.comment, _ = userdata.GetString(e.Bytes(), userdata.NFTNL_UDATA_SET_ELEM_COMMENT)
 			}
-			return nil
-		})
-	}
+		}
+	})
 	return ad.Err()
+}
+
+// verdictChain is the chain a verdict (NFTA_DATA_VERDICT nested in ad's
+// current attribute) jumps or goes to.
+func verdictChain(ad *netlink.AttributeDecoder) string {
+	var chain string
+	ad.Nested(func(d *netlink.AttributeDecoder) error {
+		for d.Next() {
+			if d.Type() == unix.NFTA_DATA_VERDICT {
+				if v := nestedValue(d, unix.NFTA_VERDICT_CHAIN); v != nil {
+					chain = string(bytes.TrimRight(v, "\x00"))
+				}
+			}
+		}
+		return nil
+	})
+	return chain
 }
 
 func cstr(s string) []byte { return append([]byte(s), 0) }

@@ -39,7 +39,7 @@ func ConfigureContainer(n *netns.NS, s ContainerSpec) (netlink.Link, []*types.Ro
 		return nil, nil, fmt.Errorf("look up %q in container: %w", s.IfName, err)
 	}
 	if err := n.Do(func() error { return containerSettings(l.Attrs().Index, s.IfName, hasV6(s.Addrs)) }); err != nil {
-		return nil, nil, fmt.Errorf("sysctls of %q: %w", s.IfName, err)
+		return nil, nil, fmt.Errorf("settings of %q: %w", s.IfName, err)
 	}
 	for _, a := range s.Addrs {
 		if err := addAddr(h.AddrAdd, l, a); err != nil {

@@ -14,24 +14,24 @@ func TestRepairAfterFlush(t *testing.T) {
 	c := tp.addContainer(b, 2)
 	tp.add(c)
 	serve(t, c.ns, 7002)
-	p, g := skeletonProbes()
-	must(t, tp.fw.q.exchange(p, g), "probe")
+	probe := func() (*request, *request) {
+		p, g := skeletonProbes()
+		must(t, tp.fw.q.exchange(p, g), "probe")
+		return p, g
+	}
+	p, g := probe()
 	if p.chainUse() != portsUse || !skeletonIntact(p, g) {
 		t.Fatalf("fresh tables: ports use %d (want %d), guard-pre %d rules", p.chainUse(), portsUse, len(g.msgs))
 	}
 	for _, tb := range []*nftables.Table{inetTable, brTable} {
 		tp.fw.testConn(t).FlushTable(tb)
 		must(t, tp.fw.testConn(t).Flush(), "flush")
-		p, g = skeletonProbes()
-		must(t, tp.fw.q.exchange(p, g), "probe")
-		if skeletonIntact(p, g) {
+		if skeletonIntact(probe()) {
 			t.Fatalf("flushed table %d reported intact", tb.Family)
 		}
 		d := tp.addContainer(b, 3+int(tb.Family))
 		tp.add(d)
-		p, g = skeletonProbes()
-		must(t, tp.fw.q.exchange(p, g), "probe")
-		if !skeletonIntact(p, g) {
+		if !skeletonIntact(probe()) {
 			t.Fatal("not repaired by the next Add")
 		}
 		must(t, tp.fw.Check(d.att), "check")

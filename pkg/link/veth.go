@@ -59,6 +59,11 @@ func markUp(index int, alias string) error {
 	return linkChange{index: index, up: true, alias: alias, addrGenNone: true}.apply()
 }
 
+func oneQueue(add func(nl.NetlinkRequestData)) {
+	add(nl.NewRtAttr(unix.IFLA_NUM_TX_QUEUES, nl.Uint32Attr(1)))
+	add(nl.NewRtAttr(unix.IFLA_NUM_RX_QUEUES, nl.Uint32Attr(1)))
+}
+
 func newVeth(s VethSpec) error {
 	req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, unix.NLM_F_CREATE|unix.NLM_F_EXCL|unix.NLM_F_ACK)
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC)) // down until marked (CreateVeth)
@@ -72,6 +77,11 @@ func newVeth(s VethSpec) error {
 	if s.MasterIndex > 0 {
 		req.AddData(nl.NewRtAttr(unix.IFLA_MASTER, nl.Uint32Attr(uint32(s.MasterIndex))))
 	}
+	// One queue each way, what the kernel leaves in use anyway: without
+	// the attributes it allocates one per CPU and then cuts the real count
+	// to one, which waits for an RCU grace period per end while holding
+	// RTNL (synchronize_net in netif_set_real_num_tx_queues).
+	oneQueue(req.AddData)
 	info := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
 	info.AddRtAttr(nl.IFLA_INFO_KIND, nl.NonZeroTerminated("veth"))
 	data := info.AddRtAttr(nl.IFLA_INFO_DATA, nil)
@@ -83,6 +93,7 @@ func newVeth(s VethSpec) error {
 	if s.PeerMAC != nil {
 		peer.AddRtAttr(unix.IFLA_ADDRESS, []byte(s.PeerMAC))
 	}
+	oneQueue(func(a nl.NetlinkRequestData) { peer.AddChild(a) })
 	peer.AddRtAttr(unix.IFLA_NET_NS_FD, nl.Uint32Attr(uint32(s.PeerNetNSFd)))
 	req.AddData(info)
 	_, err := req.Execute(unix.NETLINK_ROUTE, 0)

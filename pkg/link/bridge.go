@@ -24,22 +24,22 @@ type BridgeSpec struct {
 // and gives it the gateway addresses. Safe against concurrent callers.
 // created reports that this call made the bridge, even when it then fails.
 func EnsureBridge(s BridgeSpec) (br *netlink.Bridge, created bool, err error) {
-	var inet []uint32
-	if br, inet, err = bridgeByName(s.Name); err != nil {
+	var conf devConf
+	if br, conf, err = bridgeByName(s.Name); err != nil {
 		return nil, false, err
 	}
 	if br == nil {
-		if br, inet, created, err = createBridge(s); err != nil {
+		if br, conf, created, err = createBridge(s); err != nil {
 			return nil, created, err
 		}
 	}
-	return br, created, configureBridge(br, inet, s)
+	return br, created, configureBridge(br, conf, s)
 }
 
 // configureBridge works from the bridge as the kernel just reported it,
-// with its IPv4 settings (see linkWithConf), so an ADD on a ready bridge
-// changes nothing and touches no /proc/sys file for IPv4.
-func configureBridge(br *netlink.Bridge, inet []uint32, s BridgeSpec) error {
+// with its settings (see linkWithConf), so an ADD on a ready bridge changes
+// nothing and touches no /proc/sys file.
+func configureBridge(br *netlink.Bridge, conf devConf, s BridgeSpec) error {
 	// Conflicts are found before any change, so a refused ADD leaves an
 	// existing bridge exactly as it was.
 	missing, err := missingGateways(br, s.Gateways)
@@ -60,12 +60,13 @@ func configureBridge(br *netlink.Bridge, inet []uint32, s BridgeSpec) error {
 		// Lets the host DNAT 127.0.0.1:hostPort to containers (Docker's
 		// localhost ports); the firewall drops 127/8 arriving from any
 		// interface but lo, which closes CVE-2020-8558.
-		if err := enableInet(br.Index, inet, ipv4ConfRouteLocalnet); err != nil {
+		if err := enableInet(br.Index, conf, ipv4ConfRouteLocalnet); err != nil {
 			return fmt.Errorf("bridge %q route_localnet: %w", s.Name, err)
 		}
 	}
-	if hasV6(s.Gateways) {
-		// A bridge that learns routes from RAs sent by containers is a hole.
+	if hasV6(s.Gateways) && !conf.inet6Is(ipv6ConfAcceptRA, 0) {
+		// A bridge that learns routes from RAs sent by containers is a
+		// hole. Netlink cannot write this one: /proc/sys, when needed.
 		if err := setSysctl("net/ipv6/conf/"+s.Name+"/accept_ra", "0"); err != nil {
 			return fmt.Errorf("bridge %q accept_ra: %w", s.Name, err)
 		}
@@ -92,26 +93,26 @@ func DeleteBridgeIfUnused(name string) error {
 	return netlink.LinkDel(br)
 }
 
-// bridgeByName returns the bridge and its IPv4 settings; nil, nil, nil
-// when no link has the name.
-func bridgeByName(name string) (*netlink.Bridge, []uint32, error) {
-	l, inet, err := linkWithConf(name)
+// bridgeByName returns the bridge and its settings; a nil bridge when no
+// link has the name.
+func bridgeByName(name string) (*netlink.Bridge, devConf, error) {
+	l, conf, err := linkWithConf(name)
 	var notFound netlink.LinkNotFoundError
 	if errors.As(err, &notFound) {
-		return nil, nil, nil
+		return nil, devConf{}, nil
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("look up bridge %q: %w", name, err)
+		return nil, devConf{}, fmt.Errorf("look up bridge %q: %w", name, err)
 	}
 	br, ok := l.(*netlink.Bridge)
 	if !ok {
-		return nil, nil, types.NewError(types.ErrInvalidNetworkConfig,
+		return nil, devConf{}, types.NewError(types.ErrInvalidNetworkConfig,
 			fmt.Sprintf("bridge: link %q exists and is a %s, not a bridge", name, l.Type()), "")
 	}
-	return br, inet, nil
+	return br, conf, nil
 }
 
-func createBridge(s BridgeSpec) (*netlink.Bridge, []uint32, bool, error) {
+func createBridge(s BridgeSpec) (*netlink.Bridge, devConf, bool, error) {
 	attrs := netlink.NewLinkAttrs()
 	attrs.Name = s.Name
 	attrs.MTU = s.MTU
@@ -122,16 +123,16 @@ func createBridge(s BridgeSpec) (*netlink.Bridge, []uint32, bool, error) {
 	br := &netlink.Bridge{LinkAttrs: attrs}
 	err := netlink.LinkAdd(br)
 	if err != nil && !errors.Is(err, unix.EEXIST) {
-		return nil, nil, false, fmt.Errorf("create bridge %q: %w", s.Name, err)
+		return nil, devConf{}, false, fmt.Errorf("create bridge %q: %w", s.Name, err)
 	}
 	created := err == nil
 	// Reload: on EEXIST another ADD won the race, and either way we want
 	// the kernel's view (index, flags, settings).
-	got, inet, err := bridgeByName(s.Name)
+	got, conf, err := bridgeByName(s.Name)
 	if err == nil && got == nil {
 		err = fmt.Errorf("bridge %q vanished after creation", s.Name)
 	}
-	return got, inet, created, err
+	return got, conf, created, err
 }
 
 func bridgeMAC(name string) net.HardwareAddr {

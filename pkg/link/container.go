@@ -60,7 +60,7 @@ func ConfigureContainer(n *netns.NS, s ContainerSpec) (netlink.Link, []*types.Ro
 // before the link goes up: arp_notify over netlink, the IPv6 settings
 // (which netlink cannot set) in /proc/sys.
 func containerSettings(index int, ifName string, v6 bool) error {
-	if err := enableInet(index, nil, ipv4ConfArpNotify); err != nil {
+	if err := enableInet(index, devConf{}, ipv4ConfArpNotify); err != nil {
 		return err
 	}
 	if !v6 {

@@ -22,6 +22,7 @@ import (
 const (
 	ipv4ConfArpNotify     = 22 // IPV4_DEVCONF_ARP_NOTIFY
 	ipv4ConfRouteLocalnet = 26 // IPV4_DEVCONF_ROUTE_LOCALNET
+	ipv6ConfAcceptRA      = 3  // DEVCONF_ACCEPT_RA
 	addrGenModeNone       = 1  // IN6_ADDR_GEN_MODE_NONE
 
 	netconfIfindex    = 1  // NETCONFA_IFINDEX
@@ -79,47 +80,61 @@ func (c linkChange) request() *nl.NetlinkRequest {
 	return req
 }
 
-// enableInet turns the IPv4 setting id on for the link unless inet (as
+// devConf is a link's IPv4 and IPv6 settings as its link message carries
+// them; empty when unknown.
+type devConf struct {
+	inet  []uint32 // by IPV4_DEVCONF_* - 1
+	inet6 []uint32 // by DEVCONF_*
+}
+
+// inetOn reports whether IPv4 setting id is known to be on.
+func (c devConf) inetOn(id int) bool { return id <= len(c.inet) && c.inet[id-1] != 0 }
+
+// inet6Is reports whether IPv6 setting id is known to hold v.
+func (c devConf) inet6Is(id int, v uint32) bool { return id < len(c.inet6) && c.inet6[id] == v }
+
+// enableInet turns the IPv4 setting id on for the link unless conf (as
 // linkWithConf read it) shows it on already.
-func enableInet(index int, inet []uint32, id int) error {
-	if id <= len(inet) && inet[id-1] != 0 {
+func enableInet(index int, conf devConf, id int) error {
+	if conf.inetOn(id) {
 		return nil
 	}
 	return linkChange{index: index, inet: map[int]uint32{id: 1}}.apply()
 }
 
-// linkWithConf looks a link up by name and returns it with its IPv4
-// settings (indexed by IPV4_DEVCONF_* - 1; nil without IPv4), which the
-// kernel puts in every link message: no /proc/sys read needed.
-func linkWithConf(name string) (netlink.Link, []uint32, error) {
+// linkWithConf looks a link up by name and returns it with its settings,
+// which the kernel puts in every link message: no /proc/sys read needed.
+func linkWithConf(name string) (netlink.Link, devConf, error) {
 	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, unix.NLM_F_ACK)
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 	req.AddData(nl.NewRtAttr(unix.IFLA_IFNAME, nl.ZeroTerminated(name)))
 	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWLINK)
 	if errors.Is(err, unix.ENODEV) {
-		return nil, nil, netlink.LinkNotFoundError{}
+		return nil, devConf{}, netlink.LinkNotFoundError{}
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, devConf{}, err
 	}
 	if len(msgs) != 1 {
-		return nil, nil, fmt.Errorf("link %q: %d answers", name, len(msgs))
+		return nil, devConf{}, fmt.Errorf("link %q: %d answers", name, len(msgs))
 	}
 	l, err := netlink.LinkDeserialize(nil, msgs[0])
 	if err != nil {
-		return nil, nil, err
+		return nil, devConf{}, err
 	}
-	return l, inetConf(msgs[0][unix.SizeofIfInfomsg:]), nil
+	spec := findAttr(msgs[0][unix.SizeofIfInfomsg:], unix.IFLA_AF_SPEC)
+	return l, devConf{
+		inet:  u32s(findAttr(findAttr(spec, unix.AF_INET), unix.IFLA_INET_CONF)),
+		inet6: u32s(findAttr(findAttr(spec, unix.AF_INET6), unix.IFLA_INET6_CONF)),
+	}, nil
 }
 
-// inetConf digs IFLA_AF_SPEC / AF_INET / IFLA_INET_CONF out of a link
-// message's attributes.
-func inetConf(attrs []byte) []uint32 {
-	spec := findAttr(attrs, unix.IFLA_AF_SPEC)
-	conf := findAttr(findAttr(spec, unix.AF_INET), unix.IFLA_INET_CONF)
-	vals := make([]uint32, len(conf)/4)
+// u32s reads an array of native-endian 32-bit values (IFLA_INET_CONF,
+// IFLA_INET6_CONF).
+func u32s(b []byte) []uint32 {
+	vals := make([]uint32, len(b)/4)
 	for i := range vals {
-		vals[i] = binary.NativeEndian.Uint32(conf[4*i:])
+		vals[i] = binary.NativeEndian.Uint32(b[4*i:])
 	}
 	return vals
 }

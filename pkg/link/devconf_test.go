@@ -28,15 +28,18 @@ func TestDevconfMatchesProcSys(t *testing.T) {
 		t.Fatal(err)
 	}
 	n.Run(func() error {
-		l, inet, err := linkWithConf("dc-a")
+		l, conf, err := linkWithConf("dc-a")
 		if err != nil {
 			return err
 		}
-		if got := inet[ipv4ConfRouteLocalnet-1]; got != 0 {
-			t.Errorf("fresh link: route_localnet %d", got)
+		if conf.inetOn(ipv4ConfRouteLocalnet) {
+			t.Error("fresh link: route_localnet on")
+		}
+		if want := readProcSys(t, "net/ipv6/conf/dc-a/accept_ra"); !conf.inet6Is(ipv6ConfAcceptRA, uint32(want[0]-'0')) {
+			t.Errorf("accept_ra: /proc/sys says %s, the link message %v", want, conf.inet6)
 		}
 		for _, id := range []int{ipv4ConfRouteLocalnet, ipv4ConfArpNotify} {
-			if err := enableInet(l.Attrs().Index, inet, id); err != nil {
+			if err := enableInet(l.Attrs().Index, conf, id); err != nil {
 				return err
 			}
 		}
@@ -51,12 +54,15 @@ func TestDevconfMatchesProcSys(t *testing.T) {
 				t.Errorf("%s = %s, want %s", key, got, want)
 			}
 		}
-		_, inet, err = linkWithConf("dc-a")
+		if err := os.WriteFile("/proc/sys/net/ipv6/conf/dc-a/accept_ra", []byte("0"), 0o644); err != nil {
+			return err
+		}
+		_, conf, err = linkWithConf("dc-a")
 		if err != nil {
 			return err
 		}
-		if inet[ipv4ConfRouteLocalnet-1] != 1 || inet[ipv4ConfArpNotify-1] != 1 {
-			t.Errorf("linkWithConf does not report the settings: %v", inet)
+		if !conf.inetOn(ipv4ConfRouteLocalnet) || !conf.inetOn(ipv4ConfArpNotify) || !conf.inet6Is(ipv6ConfAcceptRA, 0) {
+			t.Errorf("linkWithConf does not report the settings: %v / %v", conf.inet, conf.inet6)
 		}
 		if _, _, err := linkWithConf("dc-none"); err == nil {
 			t.Error("a missing link was found")

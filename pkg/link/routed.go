@@ -26,7 +26,7 @@ func ConfigureRoutedHost(host netlink.Link, gateways []net.IP, containerAddrs []
 	}
 	if slices.ContainsFunc(gateways, func(ip net.IP) bool { return ip.To4() != nil }) {
 		// As on the bridge: lets the host DNAT 127.0.0.1:hostPort here.
-		if err := enableInet(host.Attrs().Index, nil, ipv4ConfRouteLocalnet); err != nil {
+		if err := enableInet(host.Attrs().Index, devConf{}, ipv4ConfRouteLocalnet); err != nil {
 			return fmt.Errorf("%q route_localnet: %w", host.Attrs().Name, err)
 		}
 	}

@@ -87,6 +87,17 @@ func Result(t T, r types.Result) *current.Result {
 	return res
 }
 
+// Family is the result's address of one family (IPv4 when v4), nil when
+// it has none.
+func Family(res *current.Result, v4 bool) *current.IPConfig {
+	for _, ipc := range res.IPs {
+		if (ipc.Address.IP.To4() != nil) == v4 {
+			return ipc
+		}
+	}
+	return nil
+}
+
 // ErrCode extracts the CNI error code, 0 when err is not a CNI error.
 func ErrCode(err error) uint {
 	var e *types.Error

@@ -125,19 +125,15 @@ func (a *att) chains() []string {
 }
 
 func (a *att) ip(v4 bool) net.IP {
-	for _, ipc := range a.res.IPs {
-		if (ipc.Address.IP.To4() != nil) == v4 {
-			return ipc.Address.IP
-		}
+	if ipc := testutil.Family(a.res, v4); ipc != nil {
+		return ipc.Address.IP
 	}
 	return nil
 }
 
 func (a *att) gateway(v4 bool) net.IP {
-	for _, ipc := range a.res.IPs {
-		if (ipc.Address.IP.To4() != nil) == v4 {
-			return ipc.Gateway
-		}
+	if ipc := testutil.Family(a.res, v4); ipc != nil {
+		return ipc.Gateway
 	}
 	return nil
 }

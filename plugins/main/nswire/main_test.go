@@ -94,19 +94,15 @@ func (f *fixture) del(list *libcni.NetworkConfigList, c *container) {
 
 // ip returns the container's address of the given family.
 func (c *container) ip(v4 bool) net.IP {
-	for _, ipc := range c.res.IPs {
-		if (ipc.Address.IP.To4() != nil) == v4 {
-			return ipc.Address.IP
-		}
+	if ipc := testutil.Family(c.res, v4); ipc != nil {
+		return ipc.Address.IP
 	}
 	return nil
 }
 
 func (c *container) gateway(v4 bool) net.IP {
-	for _, ipc := range c.res.IPs {
-		if (ipc.Address.IP.To4() != nil) == v4 {
-			return ipc.Gateway
-		}
+	if ipc := testutil.Family(c.res, v4); ipc != nil {
+		return ipc.Gateway
 	}
 	return nil
 }

@@ -22,6 +22,11 @@ const (
 	madvPopulateWrite = 23      // MADV_POPULATE_WRITE
 	span              = 2 << 20 // more than a verb's heap grows by
 	align             = 64 << 10
+	// chunk is how much the Go runtime maps at a time when the heap grows
+	// (pallocChunkBytes, 4 MiB since Go 1.26 randomises the heap base).
+	// Past the chunk holding the anchor the arena is still PROT_NONE, and
+	// the advice would fail there.
+	chunk = 4 << 20
 )
 
 // anchor is a heap object: its address says where the heap is growing.
@@ -29,8 +34,19 @@ var anchor *[64]byte
 
 func init() {
 	anchor = new([64]byte)
-	base := uintptr(unsafe.Pointer(anchor)) &^ (align - 1)
-	// The heap arena is mapped far beyond span; an error (old kernel)
-	// only means the pages fault in one by one as before.
-	_, _, _ = syscall.Syscall(syscall.SYS_MADVISE, base, span, madvPopulateWrite)
+	base, size := populateRange(uintptr(unsafe.Pointer(anchor)))
+	// An error (Linux before 5.14) only means the pages fault in one by
+	// one as before.
+	_, _, populateErr = syscall.Syscall(syscall.SYS_MADVISE, base, size, madvPopulateWrite)
+}
+
+// populateErr is the advice's outcome, for the test.
+var populateErr syscall.Errno
+
+// populateRange is span bytes from the anchor's page block on, cut at the
+// end of the mapped heap chunk that holds it.
+func populateRange(anchor uintptr) (base, size uintptr) {
+	base = anchor &^ (align - 1)
+	end := min(base+span, (anchor|(chunk-1))+1)
+	return base, end - base
 }

@@ -173,6 +173,13 @@ func (f *fixture) assertWired(c *container, mtu int) {
 			f.t.Errorf("bridge lacks gateway %s", ipc.Gateway)
 		}
 	}
+	if c.ip(false) == nil {
+		// IPv4 only: no IPv6 at all, not even link-local (whose MLD and
+		// router solicitations the bridge would flood to every port).
+		if v6, _ := c.ns.Handle().AddrList(eth, netlink.FAMILY_V6); len(v6) > 0 {
+			f.t.Errorf("IPv4-only eth0 holds IPv6 addresses %v", v6)
+		}
+	}
 	routes, _ := c.ns.Handle().RouteList(eth, netlink.FAMILY_ALL)
 	for _, v4 := range []bool{true, false} {
 		if c.ip(v4) != nil && !hasDefaultVia(routes, c.gateway(v4)) {

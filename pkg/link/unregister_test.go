@@ -1,8 +1,12 @@
 package link
 
 import (
+	"fmt"
 	"os"
+	"runtime"
+	"strconv"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 
@@ -39,10 +43,19 @@ func TestStartDeleteUnlistsBeforeReturning(t *testing.T) {
 				t.Errorf("%s still listed when StartDelete returned", name)
 			}
 		}
+		checkSenderStdio(t, d)
 		return nil
 	})
 	if err := d.Wait(); err != nil {
 		t.Fatalf("Wait: %v", err)
+	}
+	select {
+	case <-d.done:
+		if d.result != nil {
+			t.Errorf("the kernel answered %v", d.result)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the delete request never ended")
 	}
 	if links := n.Links(); len(links) != 1 || links[0] != "lo" {
 		t.Fatalf("namespace holds %v after the delete, want only lo", links)
@@ -67,4 +80,29 @@ func TestStartDeleteReportsRefusal(t *testing.T) {
 		t.Fatal("deleting lo succeeded")
 	}
 	n.Link("lo")
+}
+
+// On amd64 the request goes through a sender process, which must not hold
+// the plugin's stdin, stdout or stderr: the runtime reads the plugin's
+// output until every holder closed it. The sender is usually still in the
+// kernel's grace period here; if it already exited there is nothing to
+// look at.
+func checkSenderStdio(t *testing.T, d *Deletion) {
+	t.Helper()
+	if runtime.GOARCH != "amd64" {
+		return
+	}
+	if d.sender == 0 {
+		t.Fatal("no sender process on amd64")
+	}
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", d.sender))
+	if err != nil {
+		t.Logf("sender already gone: %v", err)
+		return
+	}
+	for _, fd := range fds {
+		if n, _ := strconv.Atoi(fd.Name()); n <= 2 {
+			t.Errorf("sender holds fd %d", n)
+		}
+	}
 }

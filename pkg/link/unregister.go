@@ -107,6 +107,13 @@ func (d *Deletion) detach(fd int, msg []byte) bool {
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
 		return false
 	}
+	if fd <= 2 || p[1] <= 2 {
+		// The sender closes 0-2 first (a runtime that started us with
+		// them closed would have had them reused).
+		unix.Close(p[0])
+		unix.Close(p[1])
+		return false
+	}
 	s := &sender{stack: make([]byte, 4096), msg: msg}
 	top := uintptr(unsafe.Pointer(&s.stack[len(s.stack)-64])) &^ 15
 	pid, errno := cloneSend(top, int32(fd), int32(p[1]), unsafe.Pointer(&s.msg[0]), uintptr(len(s.msg)), &s.res)

@@ -68,10 +68,13 @@
 //  3. deletes those elements and both chains in one transaction.
 //
 // ADD reads the same state (to replace a previous ADD of the same identity)
-// and writes one transaction: the network-level elements (re-added, which
-// is a no-op when present, or added-then-deleted when a flag is off), the
-// a- chain with its rules and port elements, the g- chain and its guard
-// element. Neither ever lists a whole set, chain list or ruleset; the work
+// and, in the same first round, GETs each network-level interval by its
+// start (an interval set answers with the interval holding the key, so
+// only an exact match counts). It writes one transaction: the network-level
+// elements that are not as the network's flags want (re-added, which is a
+// no-op when present, or added-then-deleted when a flag is off; usually
+// none), the a- chain with its rules and port elements, the g- chain and
+// its guard element. Neither ever lists a whole set, chain list or ruleset; the work
 // is proportional to the attachment's own ports and addresses whatever the
 // number of containers. The kernel serialises transactions, so concurrent
 // ADDs from different processes need no lock: nothing is cached, nothing

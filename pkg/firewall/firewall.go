@@ -167,7 +167,12 @@ func (f *Firewall) Add(a *Attachment) error {
 	keys := portKeys(a)
 	nm := namesOf(a.Net.Name, a.ContainerID, a.IfName)
 	ports, guardPre := skeletonProbes()
-	st, err := f.readState(nm, a.HostIf, readOpts{extra: []*request{ports, guardPre}})
+	netAsserts := networkAsserts(a.Net, false)
+	extra := []*request{ports, guardPre}
+	for _, na := range netAsserts {
+		extra = append(extra, na.probe()...)
+	}
+	st, err := f.readState(nm, a.HostIf, readOpts{extra: extra})
 	if err != nil {
 		return fmt.Errorf("firewall: add %s: %w", nm.owner, err)
 	}
@@ -182,7 +187,7 @@ func (f *Firewall) Add(a *Attachment) error {
 	if err != nil {
 		return err
 	}
-	err = f.addOnce(a, nm, st, keys, local)
+	err = f.addOnce(a, nm, st, keys, local, netAsserts)
 	if isNotFound(err) {
 		// Someone deleted our table between the probe and the commit.
 		if err := f.ensureTables(); err != nil {
@@ -191,7 +196,7 @@ func (f *Firewall) Add(a *Attachment) error {
 		if st, err = f.readState(nm, a.HostIf, readOpts{}); err != nil {
 			return fmt.Errorf("firewall: add %s: %w", nm.owner, err)
 		}
-		err = f.addOnce(a, nm, st, keys, local)
+		err = f.addOnce(a, nm, st, keys, local, networkAsserts(a.Net, false))
 	}
 	if err != nil {
 		if errors.Is(err, unix.EEXIST) {
@@ -205,14 +210,14 @@ func (f *Firewall) Add(a *Attachment) error {
 	return nil
 }
 
-func (f *Firewall) addOnce(a *Attachment, nm names, st *state, keys []portKey, local map[int][]net.IP) error {
+func (f *Firewall) addOnce(a *Attachment, nm names, st *state, keys []portKey, local map[int][]net.IP, network []*netAssert) error {
 	c := f.enc.c
 	qerr := func() error {
 		// Replace semantics: drop what a previous ADD left, then add.
 		if err := f.queueDelete(st, false); err != nil {
 			return err
 		}
-		if err := queueNetwork(c, a.Net, false); err != nil {
+		if err := queueNetwork(c, network); err != nil {
 			return err
 		}
 		if err := queuePorts(c, nm, keys, local); err != nil {

@@ -3,6 +3,7 @@ package firewall
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"strings"
 	"sync"
@@ -563,4 +564,78 @@ func TestConcurrentAdds(t *testing.T) {
 	if n := tp.count(inetTable, "ports4any"); n != 8 {
 		t.Fatalf("ports4any has %d, want 8", n)
 	}
+}
+
+// Network-level elements follow the flags of the latest ADD, and an ADD
+// that finds them as wanted (probed in its first round) leaves them be.
+func TestNetworkElementsFollowFlags(t *testing.T) {
+	tp := newTopo(t)
+	b := tp.addBridge(1, func(n *Network) { n.ICC = false })
+	settled := func(n Network) bool {
+		t.Helper()
+		as := networkAsserts(n, false)
+		var reqs []*request
+		for _, a := range as {
+			reqs = append(reqs, a.probe()...)
+		}
+		must(t, tp.fw.q.exchange(reqs...), "probe")
+		for _, a := range as {
+			if !a.settled() {
+				t.Logf("%s not as wanted (want %v)", a.set, a.want)
+				return false
+			}
+		}
+		return true
+	}
+	counts := func() map[string]int {
+		out := map[string]int{}
+		for _, s := range []string{nsNets, nsIntra, nsIso, nsMasq, nsNoICC} {
+			for _, fam := range []int{4, 6} {
+				out[sN(s, fam)] = tp.count(inetTable, sN(s, fam))
+			}
+		}
+		return out
+	}
+	// A /24 or /64 is two interval-set elements (start, end); a subnet
+	// pair is one range element.
+	on := map[string]int{"nets4": 2, "nets6": 2, "intra4": 1, "intra6": 1, "iso4": 2, "iso6": 2, "masq4": 2, "masq6": 2, "noicc4": 1, "noicc6": 1}
+	off := map[string]int{"nets4": 2, "nets6": 2, "intra4": 1, "intra6": 1}
+
+	if settled(b.Network) {
+		t.Fatal("probes report the elements present before any ADD")
+	}
+	c := tp.addContainer(b, 2)
+	tp.add(c)
+	if got := counts(); !maps.Equal(got, withZeros(on)) {
+		t.Fatalf("after ADD with every flag on: %v, want %v", got, on)
+	}
+	if !settled(b.Network) {
+		t.Fatal("probes do not find the elements the ADD made")
+	}
+
+	d := tp.addContainer(b, 3)
+	d.att.Net.Isolation, d.att.Net.ICC, d.att.Net.IPMasq = false, true, false
+	tp.add(d)
+	if got := counts(); !maps.Equal(got, withZeros(off)) {
+		t.Fatalf("after ADD with the flags off: %v, want %v", got, off)
+	}
+	if !settled(d.att.Net) || settled(b.Network) {
+		t.Fatal("probes disagree with the flags of the last ADD")
+	}
+
+	tp.add(c) // flags on again
+	if got := counts(); !maps.Equal(got, withZeros(on)) {
+		t.Fatalf("after ADD with the flags on again: %v, want %v", got, on)
+	}
+}
+
+// withZeros completes m with a zero for every set counts() reports.
+func withZeros(m map[string]int) map[string]int {
+	out := map[string]int{}
+	for _, s := range []string{nsNets, nsIntra, nsIso, nsMasq, nsNoICC} {
+		for _, fam := range []int{4, 6} {
+			out[sN(s, fam)] = m[sN(s, fam)]
+		}
+	}
+	return out
 }

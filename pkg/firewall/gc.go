@@ -111,7 +111,7 @@ func (f *Firewall) GC(n Network, valid []types.GCAttachment) error {
 		}
 	}
 	if len(valid) == 0 && len(n.Subnets) > 0 {
-		if err := f.commit(queueNetwork(f.enc.c, n, true)); err != nil && !isNotFound(err) {
+		if err := f.commit(queueNetwork(f.enc.c, networkAsserts(n, true))); err != nil && !isNotFound(err) {
 			errs = append(errs, fmt.Errorf("firewall: gc network %s: %w", n.Name, err))
 		}
 	}

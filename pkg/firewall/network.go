@@ -1,17 +1,26 @@
 package firewall
 
 import (
+	"bytes"
 	"net"
 	"slices"
 
 	"github.com/google/nftables"
 )
 
-// queueNetwork asserts the network-level elements. Each ADD re-adds them
-// (adding an existing element without NLM_F_EXCL is a no-op) and removes the
-// ones a flag now turned off (add then delete: absent afterwards either
-// way). remove drops all of them, for GC of a network with no attachments.
-func queueNetwork(c *nftables.Conn, n Network, remove bool) error {
+// netAssert is one network-level set and the elements a network wants in
+// it (want) or out of it.
+type netAssert struct {
+	set    string
+	els    []nftables.SetElement
+	want   bool
+	probes []*request // GETs of each interval's start, when asked
+}
+
+// networkAsserts lists the network-level elements of n; remove wants them
+// all gone (GC of a network with no attachments).
+func networkAsserts(n Network, remove bool) []*netAssert {
+	var out []*netAssert
 	for _, fam := range []int{4, 6} {
 		var subs []*net.IPNet
 		for _, s := range n.Subnets {
@@ -33,25 +42,79 @@ func queueNetwork(c *nftables.Conn, n Network, remove bool) error {
 				noMasq = append(noMasq, d)
 			}
 		}
-		for _, x := range []struct {
-			set  string
-			els  []nftables.SetElement
-			want bool
-		}{
-			{sN(nsNets, fam), single, true},
-			{sN(nsIntra, fam), pairs, true},
-			{sN(nsIso, fam), single, n.Isolation},
-			{sN(nsMasq, fam), single, n.IPMasq && !n.Internal},
-			{sN(nsInternal, fam), single, n.Internal},
-			{sN(nsNoICC, fam), pairs, !n.ICC},
-			{sN(nsNoMasq, fam), pairElems(subs, noMasq, fam), true},
+		for _, x := range []netAssert{
+			{set: sN(nsNets, fam), els: single, want: true},
+			{set: sN(nsIntra, fam), els: pairs, want: true},
+			{set: sN(nsIso, fam), els: single, want: n.Isolation},
+			{set: sN(nsMasq, fam), els: single, want: n.IPMasq && !n.Internal},
+			{set: sN(nsInternal, fam), els: single, want: n.Internal},
+			{set: sN(nsNoICC, fam), els: pairs, want: !n.ICC},
+			{set: sN(nsNoMasq, fam), els: pairElems(subs, noMasq, fam), want: true},
 		} {
-			if len(x.els) == 0 {
-				continue
+			if len(x.els) > 0 {
+				x.want = x.want && !remove
+				out = append(out, &x)
 			}
-			if err := assertElems(c, setDef(inetTable, x.set), x.els, x.want && !remove); err != nil {
-				return err
-			}
+		}
+	}
+	return out
+}
+
+// probe asks, for each interval of a, whether the set holds exactly it:
+// requests for the first round of an ADD.
+func (a *netAssert) probe() []*request {
+	for _, e := range a.els {
+		if !e.IntervalEnd {
+			a.probes = append(a.probes, getRangeReq(inetTable, a.set, e.Key, e.KeyEnd))
+		}
+	}
+	return a.probes
+}
+
+// settled reports whether the probes found the set as a wants it: every
+// interval present, or (not wanted) none. Without probes, or when one
+// failed, it is false and the elements are asserted blindly.
+func (a *netAssert) settled() bool {
+	if len(a.probes) == 0 {
+		return false
+	}
+	starts := slices.DeleteFunc(slices.Clone(a.els), func(e nftables.SetElement) bool { return e.IntervalEnd })
+	for i, r := range a.probes {
+		got, err := r.elem()
+		if err != nil {
+			return false
+		}
+		// An interval set answers with the interval holding the key: it
+		// is ours only if it starts (and for a range, ends) where ours does.
+		exact := got.found && bytes.Equal(got.key, starts[i].Key) &&
+			(starts[i].KeyEnd == nil || bytes.Equal(got.keyEnd, starts[i].KeyEnd))
+		if exact != a.want {
+			return false
+		}
+		if !exact && got.found {
+			return false // overlapping foreign interval: let the kernel judge
+		}
+	}
+	return true
+}
+
+// queueNetwork asserts the network-level elements that are not already as
+// wanted. An asserted element is added (adding an existing element
+// without NLM_F_EXCL is a no-op), and removed again when the network does
+// not want it (add then delete: absent afterwards either way).
+func queueNetwork(c *nftables.Conn, asserts []*netAssert) error {
+	for _, a := range asserts {
+		if a.settled() {
+			continue
+		}
+		if err := c.SetAddElements(setDef(inetTable, a.set), a.els); err != nil {
+			return err
+		}
+		if a.want {
+			continue
+		}
+		if err := c.SetDeleteElements(setDef(inetTable, a.set), a.els); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -69,16 +132,6 @@ func pairElems(srcs, dsts []*net.IPNet, fam int) []nftables.SetElement {
 		}
 	}
 	return els
-}
-
-func assertElems(c *nftables.Conn, s *nftables.Set, els []nftables.SetElement, want bool) error {
-	if err := c.SetAddElements(s, els); err != nil {
-		return err
-	}
-	if want {
-		return nil
-	}
-	return c.SetDeleteElements(s, els)
 }
 
 // bounds returns the first and last address of a prefix.

@@ -42,8 +42,22 @@ func dumpRulesReq(t *nftables.Table, chain string) *request {
 }
 
 func getElemReq(t *nftables.Table, set string, key []byte) *request {
-	k, _ := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.NFTA_DATA_VALUE, Data: key}})
-	e, _ := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.NFTA_SET_ELEM_KEY | unix.NLA_F_NESTED, Data: k}})
+	return getRangeReq(t, set, key, nil)
+}
+
+// getRangeReq asks for one element of a set by key and, for a range of
+// concatenations, key end. An interval set answers with the interval
+// holding the key.
+func getRangeReq(t *nftables.Table, set string, key, keyEnd []byte) *request {
+	value := func(typ uint16, b []byte) netlink.Attribute {
+		v, _ := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.NFTA_DATA_VALUE, Data: b}})
+		return netlink.Attribute{Type: typ | unix.NLA_F_NESTED, Data: v}
+	}
+	attrs := []netlink.Attribute{value(unix.NFTA_SET_ELEM_KEY, key)}
+	if keyEnd != nil {
+		attrs = append(attrs, value(nftaSetElemKeyEnd, keyEnd))
+	}
+	e, _ := netlink.MarshalAttributes(attrs)
 	list, _ := netlink.MarshalAttributes([]netlink.Attribute{{Type: unix.NFTA_LIST_ELEM | unix.NLA_F_NESTED, Data: e}})
 	return &request{typ: unix.NFT_MSG_GETSETELEM, fam: t.Family, attrs: []netlink.Attribute{
 		{Type: unix.NFTA_SET_ELEM_LIST_TABLE, Data: cstr(t.Name)},
@@ -198,11 +212,12 @@ func (f *Firewall) chainExists(t *nftables.Table, name string) (bool, error) {
 	return ok, nil
 }
 
-// elem is what a GET of one verdict-map element returns.
+// elem is what a GET of one set or map element returns.
 type elem struct {
-	found   bool
-	chain   string // jump/goto target
-	comment string
+	found       bool
+	key, keyEnd []byte
+	chain       string // jump/goto target
+	comment     string
 }
 
 // getElem asks for one element of a set or map by key.
@@ -227,6 +242,10 @@ func parseElemMsg(b []byte, out *elem) error {
 		out.found = true
 		for e.Next() {
 			switch e.Type() {
+			case unix.NFTA_SET_ELEM_KEY:
+				out.key = nestedValue(e, unix.NFTA_DATA_VALUE)
+			case nftaSetElemKeyEnd:
+				out.keyEnd = nestedValue(e, unix.NFTA_DATA_VALUE)
 			case unix.NFTA_SET_ELEM_DATA:
 				out.chain = verdictChain(e)
 			case unix.NFTA_SET_ELEM_USERDATA:
@@ -255,3 +274,7 @@ func verdictChain(ad *netlink.AttributeDecoder) string {
 }
 
 func cstr(s string) []byte { return append([]byte(s), 0) }
+
+// nftaSetElemKeyEnd is NFTA_SET_ELEM_KEY_END (Linux 5.6), missing from
+// x/sys/unix.
+const nftaSetElemKeyEnd = 10

@@ -152,6 +152,10 @@ func createVeth(n *config.Net, args *skel.CmdArgs, cns *netns.NS, p *plan, br *n
 		spec.MasterIndex = br.Index
 	}
 	host, err := link.CreateVeth(spec)
+	if errors.Is(err, unix.EXFULL) && br != nil {
+		return nil, types.NewError(types.ErrTryAgainLater,
+			fmt.Sprintf("bridge %q already has the %d ports Linux allows: a container can join once another leaves, or use another network", n.Bridge, maxBridgePorts), err.Error())
+	}
 	if err == nil || !errors.Is(err, unix.EEXIST) {
 		return host, err
 	}
@@ -166,6 +170,10 @@ func createVeth(n *config.Net, args *skel.CmdArgs, cns *netns.NS, p *plan, br *n
 	}
 	return link.CreateVeth(spec)
 }
+
+// maxBridgePorts is how many ports a Linux bridge takes (port numbers 1 to
+// BR_MAX_PORTS-1); one more fails with EXFULL.
+const maxBridgePorts = 1023
 
 // refuseExisting fails when the container already has ifName, as the spec
 // requires.

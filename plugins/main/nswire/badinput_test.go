@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -190,4 +191,38 @@ func TestRepairsStaleHostEnd(t *testing.T) {
 		t.Fatalf("ADD over a stale host end: %v", err)
 	}
 	f.del(list, c)
+}
+
+// A bridge holds at most 1,023 ports. The ADD that finds it full fails with
+// "try again later" naming the bridge, and leaves nothing behind.
+func TestFullBridge(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	list := f.list("1.1.0", nil, "10.30.0.0/16")
+	first := f.add(list, "first") // creates the bridge
+	h := f.host.Handle()
+	br := f.host.Link(f.bridge)
+	for i := 2; i <= 1023; i++ {
+		v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: fmt.Sprintf("fill%d", i), MasterIndex: br.Attrs().Index},
+			PeerName: fmt.Sprintf("fillp%d", i)}
+		if err := h.LinkAdd(v); err != nil {
+			t.Fatalf("port %d: %v", i, err)
+		}
+	}
+	before := f.reservations()
+	c := &container{ns: testutil.NewNS(t)}
+	c.rt = testutil.RT("late", c.ns, "eth0")
+	_, err := f.host.CNI.AddNetworkList(context.Background(), list, c.rt)
+	cniErr(t, err, types.ErrTryAgainLater)
+	if !strings.Contains(err.Error(), f.bridge) {
+		t.Errorf("error does not name the bridge %s: %v", f.bridge, err)
+	}
+	if got := f.reservations(); got != before {
+		t.Errorf("%d reservations after the failed ADD, want %d", got, before)
+	}
+	f.assertGone(c)
+	if links := c.ns.Links(); len(links) != 1 {
+		t.Errorf("container holds %v after the failed ADD, want only lo", links)
+	}
+	f.del(list, first)
 }

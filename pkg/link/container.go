@@ -38,7 +38,7 @@ func ConfigureContainer(n *netns.NS, s ContainerSpec) (netlink.Link, []*types.Ro
 	if err != nil {
 		return nil, nil, fmt.Errorf("look up %q in container: %w", s.IfName, err)
 	}
-	if err := n.Do(func() error { return containerSettings(l.Attrs().Index, s.IfName, hasV6(s.Addrs)) }); err != nil {
+	if err := containerSettings(n, l.Attrs().Index, s.IfName, hasV6(s.Addrs)); err != nil {
 		return nil, nil, fmt.Errorf("settings of %q: %w", s.IfName, err)
 	}
 	for _, a := range s.Addrs {
@@ -56,17 +56,21 @@ func ConfigureContainer(n *netns.NS, s ContainerSpec) (netlink.Link, []*types.Ro
 	return l, routes, nil
 }
 
-// containerSettings runs on a thread inside the container's namespace,
-// before the link goes up: arp_notify over netlink, the IPv6 settings
-// (which netlink cannot set) in /proc/sys.
+// containerSettings applies, before the link goes up, arp_notify over a
+// netlink socket of the container's namespace and the IPv6 settings
+// (which netlink cannot set) in /proc/sys, from a thread switched into it.
 //
 // An interface without IPv6 addresses gets no IPv6 address generation
 // either, as Docker leaves IPv6 off on IPv4-only networks. Otherwise its
 // link-local address would make it send MLD reports and router
 // solicitations for seconds after it comes up, each flooded by the bridge
 // to every port: at 1,000 containers, 9 ms of softirq per ADD.
-func containerSettings(index int, ifName string, v6 bool) error {
-	c := linkChange{index: index, inet: map[int]uint32{ipv4ConfArpNotify: 1}, addrGenNone: !v6}
+func containerSettings(n *netns.NS, index int, ifName string, v6 bool) error {
+	sock, err := n.Route()
+	if err != nil {
+		return err
+	}
+	c := linkChange{index: index, inet: map[int]uint32{ipv4ConfArpNotify: 1}, addrGenNone: !v6, sock: sock}
 	if err := c.apply(); err != nil {
 		return err
 	}
@@ -76,12 +80,14 @@ func containerSettings(index int, ifName string, v6 bool) error {
 	// accept_dad=0 keeps even the link-local address out of the tentative
 	// state, so nothing waits on DAD. The link was just made: written
 	// without reading first, each a single /proc/sys walk.
-	for key, val := range map[string]string{"accept_dad": "0", "ndisc_notify": "1"} {
-		if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+ifName+"/"+key, []byte(val), 0o644); err != nil {
-			return err
+	return n.Do(func() error {
+		for key, val := range map[string]string{"accept_dad": "0", "ndisc_notify": "1"} {
+			if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+ifName+"/"+key, []byte(val), 0o644); err != nil {
+				return err
+			}
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // addRoutes installs the on-link routes, then s.Routes, and returns the

@@ -39,10 +39,13 @@ type linkChange struct {
 	alias       string
 	inet        map[int]uint32 // IPV4_DEVCONF_* -> value
 	addrGenNone bool           // no IPv6 address generation
+	// sock, when set, carries the change (and decides the namespace);
+	// otherwise a new socket of the calling thread's namespace does.
+	sock *nl.SocketHandle
 }
 
-// apply sends the change on a socket of the calling thread's namespace. A
-// kernel without IPv6 refuses AF_INET6 settings; they are moot there.
+// apply sends the change. A kernel without IPv6 refuses AF_INET6
+// settings; they are moot there.
 func (c linkChange) apply() error {
 	_, err := c.request().Execute(unix.NETLINK_ROUTE, 0)
 	if errors.Is(err, unix.EAFNOSUPPORT) && c.addrGenNone {
@@ -54,6 +57,9 @@ func (c linkChange) apply() error {
 
 func (c linkChange) request() *nl.NetlinkRequest {
 	req := nl.NewNetlinkRequest(unix.RTM_SETLINK, unix.NLM_F_ACK)
+	if c.sock != nil {
+		req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: c.sock}
+	}
 	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
 	msg.Index = int32(c.index)
 	if c.up {

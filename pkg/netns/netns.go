@@ -9,6 +9,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	vns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -18,6 +19,7 @@ type NS struct {
 	Path   string
 	ns     ns.NetNS
 	handle *netlink.Handle
+	route  *nl.SocketHandle // for requests the handle has no method for
 }
 
 // Open opens the namespace at path. A path that does not exist or is not a
@@ -52,6 +54,20 @@ func Gone(err error) bool {
 // Handle is a netlink handle that acts inside the namespace.
 func (n *NS) Handle() *netlink.Handle { return n.handle }
 
+// Route is a route netlink socket in the namespace, opened on first use,
+// for requests built by hand (nl.NetlinkRequest.Sockets): unlike Do it
+// needs no thread switched into the namespace.
+func (n *NS) Route() (*nl.SocketHandle, error) {
+	if n.route == nil {
+		s, err := nl.GetNetlinkSocketAt(vns.NsHandle(n.ns.Fd()), vns.None(), unix.NETLINK_ROUTE)
+		if err != nil {
+			return nil, fmt.Errorf("netlink socket in %q: %w", n.Path, err)
+		}
+		n.route = &nl.SocketHandle{Socket: s}
+	}
+	return n.route, nil
+}
+
 // Fd is the namespace file descriptor, for IFLA_NET_NS_FD.
 func (n *NS) Fd() int { return int(n.ns.Fd()) }
 
@@ -61,8 +77,11 @@ func (n *NS) Do(f func() error) error {
 	return n.ns.Do(func(ns.NetNS) error { return f() })
 }
 
-// Close releases the handle and the namespace file.
+// Close releases the handle, the socket and the namespace file.
 func (n *NS) Close() {
+	if n.route != nil {
+		n.route.Close()
+	}
 	n.handle.Close()
 	n.ns.Close()
 }

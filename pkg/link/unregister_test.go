@@ -22,8 +22,24 @@ func needRoot(t *testing.T) {
 
 // The link must be gone from the caller's namespace (not the process's)
 // when StartDelete returns, both ends with it, and Wait must report the
-// kernel's answer.
+// kernel's answer; with a sender process and without.
 func TestStartDeleteUnlistsBeforeReturning(t *testing.T) {
+	for _, sender := range []bool{true, false} {
+		t.Run(fmt.Sprintf("sender=%v", sender), func(t *testing.T) {
+			withSender(t, sender)
+			testUnlistsBeforeReturning(t)
+		})
+	}
+}
+
+// withSender sets useSender for one test.
+func withSender(t *testing.T, on bool) {
+	old := useSender
+	useSender = on
+	t.Cleanup(func() { useSender = old })
+}
+
+func testUnlistsBeforeReturning(t *testing.T) {
 	needRoot(t)
 	n := testutil.NewNS(t)
 	h := n.Handle()
@@ -43,7 +59,11 @@ func TestStartDeleteUnlistsBeforeReturning(t *testing.T) {
 				t.Errorf("%s still listed when StartDelete returned", name)
 			}
 		}
-		checkSenderStdio(t, d)
+		if useSender {
+			checkSenderStdio(t, d)
+		} else if d.sender != 0 {
+			t.Error("a sender process ran with useSender off")
+		}
 		return nil
 	})
 	if err := d.Wait(); err != nil {
@@ -63,8 +83,17 @@ func TestStartDeleteUnlistsBeforeReturning(t *testing.T) {
 }
 
 // A refused removal returns without waiting for an announcement that never
-// comes, and Wait carries the error.
+// comes, and Wait carries the error; with a sender process and without.
 func TestStartDeleteReportsRefusal(t *testing.T) {
+	for _, sender := range []bool{true, false} {
+		t.Run(fmt.Sprintf("sender=%v", sender), func(t *testing.T) {
+			withSender(t, sender)
+			testReportsRefusal(t)
+		})
+	}
+}
+
+func testReportsRefusal(t *testing.T) {
 	needRoot(t)
 	n := testutil.NewNS(t)
 	var d *Deletion

@@ -11,10 +11,12 @@ import (
 // netAssert is one network-level set and the elements a network wants in
 // it (want) or out of it.
 type netAssert struct {
-	set    string
-	els    []nftables.SetElement
-	want   bool
-	probes []*request // GETs of each interval's start, when asked
+	set  string
+	els  []nftables.SetElement
+	want bool
+	// When asked (probe): the start of each interval of els and its GET.
+	starts []nftables.SetElement
+	probes []*request
 }
 
 // networkAsserts lists the network-level elements of n; remove wants them
@@ -65,6 +67,7 @@ func networkAsserts(n Network, remove bool) []*netAssert {
 func (a *netAssert) probe() []*request {
 	for _, e := range a.els {
 		if !e.IntervalEnd {
+			a.starts = append(a.starts, e)
 			a.probes = append(a.probes, getRangeReq(inetTable, a.set, e.Key, e.KeyEnd))
 		}
 	}
@@ -78,7 +81,6 @@ func (a *netAssert) settled() bool {
 	if len(a.probes) == 0 {
 		return false
 	}
-	starts := slices.DeleteFunc(slices.Clone(a.els), func(e nftables.SetElement) bool { return e.IntervalEnd })
 	for i, r := range a.probes {
 		got, err := r.elem()
 		if err != nil {
@@ -86,8 +88,9 @@ func (a *netAssert) settled() bool {
 		}
 		// An interval set answers with the interval holding the key: it
 		// is ours only if it starts (and for a range, ends) where ours does.
-		exact := got.found && bytes.Equal(got.key, starts[i].Key) &&
-			(starts[i].KeyEnd == nil || bytes.Equal(got.keyEnd, starts[i].KeyEnd))
+		start := a.starts[i]
+		exact := got.found && bytes.Equal(got.key, start.Key) &&
+			(start.KeyEnd == nil || bytes.Equal(got.keyEnd, start.KeyEnd))
 		if exact != a.want {
 			return false
 		}

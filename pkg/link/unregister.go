@@ -129,7 +129,7 @@ func (d *Deletion) detach(fd int, msg []byte) bool {
 	d.sender = int(pid)
 	go func() {
 		var b [1]byte
-		n, err := readFull(p[0], b[:])
+		n, err := readRetrying(p[0], b[:])
 		unix.Close(p[0])
 		switch {
 		case n == 0 && err == nil:
@@ -160,7 +160,8 @@ func (d *Deletion) end(fd int, sendErr error) {
 	close(d.done)
 }
 
-func readFull(fd int, b []byte) (int, error) {
+// readRetrying is read(2), retried when a signal interrupts it.
+func readRetrying(fd int, b []byte) (int, error) {
 	for {
 		n, err := unix.Read(fd, b)
 		if err != unix.EINTR {

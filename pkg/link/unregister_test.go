@@ -32,6 +32,24 @@ func TestStartDeleteUnlistsBeforeReturning(t *testing.T) {
 	}
 }
 
+// startDeleteIn starts the removal of link name from a thread inside n,
+// and runs inside (if any) there once StartDelete returned.
+func startDeleteIn(n *testutil.NS, name string, inside func(*Deletion)) *Deletion {
+	var d *Deletion
+	n.Run(func() error {
+		l, err := netlink.LinkByName(name)
+		if err != nil {
+			return err
+		}
+		d = StartDelete(l)
+		if inside != nil {
+			inside(d)
+		}
+		return nil
+	})
+	return d
+}
+
 // withSender sets useSender for one test.
 func withSender(t *testing.T, on bool) {
 	old := useSender
@@ -47,13 +65,7 @@ func testUnlistsBeforeReturning(t *testing.T) {
 	if err := h.LinkAdd(veth); err != nil {
 		t.Fatal(err)
 	}
-	var d *Deletion
-	n.Run(func() error {
-		l, err := netlink.LinkByName("sd-host")
-		if err != nil {
-			return err
-		}
-		d = StartDelete(l)
+	d := startDeleteIn(n, "sd-host", func(d *Deletion) {
 		for _, name := range []string{"sd-host", "sd-peer"} {
 			if _, err := netlink.LinkByName(name); err == nil {
 				t.Errorf("%s still listed when StartDelete returned", name)
@@ -64,7 +76,6 @@ func testUnlistsBeforeReturning(t *testing.T) {
 		} else if d.sender != 0 {
 			t.Error("a sender process ran with useSender off")
 		}
-		return nil
 	})
 	if err := d.Wait(); err != nil {
 		t.Fatalf("Wait: %v", err)
@@ -96,15 +107,7 @@ func TestStartDeleteReportsRefusal(t *testing.T) {
 func testReportsRefusal(t *testing.T) {
 	needRoot(t)
 	n := testutil.NewNS(t)
-	var d *Deletion
-	n.Run(func() error {
-		lo, err := netlink.LinkByName("lo")
-		if err != nil {
-			return err
-		}
-		d = StartDelete(lo)
-		return nil
-	})
+	d := startDeleteIn(n, "lo", nil)
 	if err := d.Wait(); err == nil {
 		t.Fatal("deleting lo succeeded")
 	}

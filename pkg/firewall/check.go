@@ -5,7 +5,6 @@ import (
 	"slices"
 
 	"github.com/google/nftables"
-	"golang.org/x/sys/unix"
 )
 
 // Check verifies that every object of the attachment is present and as Add
@@ -17,40 +16,64 @@ func (f *Firewall) Check(a *Attachment) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	// One round: the base chains, the attachment's chains, its elements.
-	var base []*request
-	for _, t := range []*nftables.Table{inetTable, brTable} {
-		for _, ch := range baseChainNames[t] {
-			base = append(base, getChainReq(t, ch))
-		}
-	}
+	base := baseChainProbes()
 	keys := portKeys(a)
-	var elems []*request
-	for _, k := range keys {
-		elems = append(elems, getElemReq(inetTable, k.set(), k.key()))
+	elems := make([]*request, len(keys))
+	extra := make([]*request, 0, len(base)+len(keys))
+	for _, b := range base {
+		extra = append(extra, b.r)
+	}
+	for i, k := range keys {
+		elems[i] = getElemReq(inetTable, k.set(), k.key())
+		extra = append(extra, elems[i])
 	}
 	nm := namesOf(a.Net.Name, a.ContainerID, a.IfName)
-	st, err := f.readState(nm, a.HostIf, readOpts{extra: append(slices.Clone(base), elems...), speculate: true, records: true})
+	st, err := f.readState(nm, a.HostIf, readOpts{extra: extra, speculate: true, records: true})
 	if err != nil {
 		return err
 	}
-	for _, r := range base {
-		ok, err := r.exists()
+	if err := checkBaseChains(base); err != nil {
+		return err
+	}
+	if err := checkPorts(nm, st, keys, elems); err != nil {
+		return err
+	}
+	return checkGuard(a, nm, st)
+}
+
+// baseChainProbe is the GET of one base chain, with what it asks for.
+type baseChainProbe struct {
+	t  *nftables.Table
+	ch string
+	r  *request
+}
+
+func baseChainProbes() []baseChainProbe {
+	var out []baseChainProbe
+	for _, t := range []*nftables.Table{inetTable, brTable} {
+		for _, ch := range baseChainNames[t] {
+			out = append(out, baseChainProbe{t: t, ch: ch, r: getChainReq(t, ch)})
+		}
+	}
+	return out
+}
+
+func checkBaseChains(base []baseChainProbe) error {
+	for _, b := range base {
+		ok, err := b.r.exists()
 		if err != nil {
 			return err
 		}
 		if !ok {
-			t, ch := inetTable, ""
-			for _, a := range r.attrs {
-				if a.Type == unix.NFTA_CHAIN_NAME {
-					ch = string(a.Data[:len(a.Data)-1])
-				}
-			}
-			if r.fam == nftables.TableFamilyBridge {
-				t = brTable
-			}
-			return fmt.Errorf("firewall: nftables chain %s of table %s %s is missing", ch, familyName(t), TableName)
+			return fmt.Errorf("firewall: nftables chain %s of table %s %s is missing", b.ch, familyName(b.t), TableName)
 		}
 	}
+	return nil
+}
+
+// checkPorts compares the published keys with their map elements (elems,
+// in the order of keys) and the DNAT chain's records.
+func checkPorts(nm names, st *state, keys []portKey, elems []*request) error {
 	for i, k := range keys {
 		e, err := elems[i].elem()
 		if err != nil {
@@ -71,6 +94,12 @@ func (f *Firewall) Check(a *Attachment) error {
 			return fmt.Errorf("firewall: chain %s of %s has unexpected rule %q", nm.att, nm.owner, r)
 		}
 	}
+	return nil
+}
+
+// checkGuard compares the anti-spoofing element, chain and icc=false
+// element with what Add makes for a.
+func checkGuard(a *Attachment, nm names, st *state) error {
 	t := guardTable(a.Net)
 	if st.guardElems[t] != a.HostIf {
 		return fmt.Errorf("firewall: anti-spoofing for %s: element %s missing from map %s %s guard", nm.owner, a.HostIf, familyName(t), TableName)

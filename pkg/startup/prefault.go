@@ -1,17 +1,9 @@
-// Package prefault maps the next pages of the Go heap with one system call
-// when the process starts. Blank-import it from a main package.
+// Package startup fits the Go runtime to a process that lives for one CNI
+// verb. Blank-import it from a main package.
 //
-// nswire runs as one short process per CNI verb. On a virtual machine the
-// first touch of each anonymous page can trap to the hypervisor (about
-// 15 µs each measured on the development VM), and an ADD touches a few
-// hundred heap pages one at a time after start-up: about 4 ms of its CPU.
-// One MADV_POPULATE_WRITE over the 2 MiB the heap grows into next costs a
-// fraction of that. Linux before 5.14 refuses the advice; nothing changes
-// then.
-//
-// The package imports nothing but syscall, so its init runs among the
+// It imports nothing but syscall and runtime, so its init runs among the
 // first, before the program's own allocations.
-package prefault
+package startup
 
 import (
 	"syscall"
@@ -32,6 +24,14 @@ const (
 // anchor is a heap object: its address says where the heap is growing.
 var anchor *[64]byte
 
+// init maps the next pages of the heap with one system call.
+//
+// On a virtual machine the first touch of each anonymous page can trap to
+// the hypervisor (about 15 µs each measured on the development VM), and an
+// ADD touches a few hundred heap pages one at a time after start-up. One
+// MADV_POPULATE_WRITE over the 2 MiB the heap grows into next costs a
+// fraction of that. Linux before 5.14 refuses the advice; nothing changes
+// then.
 func init() {
 	anchor = new([64]byte)
 	base, size := populateRange(uintptr(unsafe.Pointer(anchor)))

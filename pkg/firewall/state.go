@@ -44,164 +44,245 @@ type readOpts struct {
 // whose record rule is gone. The requests are pipelined: each round is one
 // sendmsg, with at most one dump.
 func (f *Firewall) readState(nm names, hostIf string, o readOpts) (*state, error) {
-	st := &state{nm: nm, guardIn: map[*nftables.Table][]string{}, guardElems: map[*nftables.Table]string{}}
-	tables := []*nftables.Table{brTable, inetTable}
-	att := getChainReq(inetTable, nm.att)
-	guard := map[*nftables.Table]*request{brTable: getChainReq(brTable, nm.guard), inetTable: getChainReq(inetTable, nm.guard)}
-	round := append([]*request{att, guard[brTable], guard[inetTable]}, o.extra...)
-	var attRules *request
-	hasDump := slices.ContainsFunc(o.extra, func(r *request) bool { return r.dump })
-	if o.speculate && !hasDump {
-		attRules = dumpRulesReq(inetTable, nm.att)
-		round = append(round, attRules)
-	}
-	// Guard elements (and the bridge icc=false element) of candidate host
-	// interfaces, asked for in some round and checked once they answer.
-	type cand struct {
-		t            *nftables.Table
-		h            string
-		guard, noicc *request
-	}
-	var cands []*cand
-	askCand := func(t *nftables.Table, h string) *cand {
-		c := &cand{t: t, h: h, guard: getElemReq(t, setGuard, ifname(h))}
-		round = append(round, c.guard)
-		if t == brTable {
-			c.noicc = getElemReq(t, setNoICCBr, ifname(h))
-			round = append(round, c.noicc)
-		}
-		cands = append(cands, c)
-		return c
-	}
-	if o.speculate && hostIf != "" {
-		for _, t := range tables {
-			askCand(t, hostIf)
-		}
-	}
-	if err := f.q.exchange(round...); err != nil {
+	r := newStateReader(nm, hostIf, o)
+	r.askFirst()
+	if err := f.q.exchange(r.round...); err != nil {
 		return nil, err
 	}
-	var err error
-	if st.attExists, err = att.exists(); err != nil {
-		return nil, fmt.Errorf("get chain %s: %w", nm.att, err)
+	if err := r.takeChains(); err != nil {
+		return nil, err
 	}
-	var guardTables []*nftables.Table
-	for _, t := range tables {
-		ok, err := guard[t].exists()
-		if err != nil {
-			return nil, fmt.Errorf("get chain %s: %w", nm.guard, err)
-		}
-		if ok {
-			guardTables = append(guardTables, t)
-		}
-	}
-	st.guardChains = guardTables
-
 	// Later rounds: one dump each (DNAT rules first, then guard rules) with
 	// the GETs that the previous round made possible.
-	var ports []*request
-	var portKeys []portKey
-	dumpedGuard := map[*nftables.Table]*request{}
-	checked := map[*cand]bool{}
 	for {
-		round = round[:0]
-		// Results of the previous round.
-		if attRules != nil && st.attExists && st.records == nil && ports == nil {
-			if attRules.err != nil {
-				return nil, fmt.Errorf("read chain %s: %w", nm.att, attRules.err)
-			}
-			for _, c := range attRules.ruleComments() {
-				st.records = append(st.records, c)
-				if k, ok := parseRecord(c); ok {
-					portKeys = append(portKeys, k)
-					r := getElemReq(inetTable, k.set(), k.key())
-					ports = append(ports, r)
-					round = append(round, r)
-				}
-			}
-			if st.records == nil {
-				st.records = []string{}
-			}
+		r.round = r.round[:0]
+		if err := r.takeAnswers(); err != nil {
+			return nil, err
 		}
-		for t, r := range dumpedGuard {
-			if _, done := st.guardIn[t]; done || !r.done {
-				continue
-			}
-			if r.err != nil {
-				return nil, fmt.Errorf("read chain %s: %w", nm.guard, r.err)
-			}
-			comments := r.ruleComments()
-			st.guardIn[t] = comments
-			if st.guardElems[t] == "" && len(comments) > 0 {
-				if fl := strings.Fields(comments[0]); len(fl) >= 3 && fl[0] == "nswire" && fl[1] == "guard" && fl[2] != hostIf {
-					askCand(t, fl[2])
-				}
-			}
-		}
-		for _, c := range cands {
-			if checked[c] || !c.guard.done {
-				continue
-			}
-			checked[c] = true
-			if !slices.Contains(guardTables, c.t) || st.guardElems[c.t] != "" {
-				continue
-			}
-			e, err := c.guard.elem()
-			if err != nil {
-				return nil, err
-			}
-			if !e.found || e.chain != nm.guard {
-				continue
-			}
-			st.guardElems[c.t] = c.h
-			if c.noicc != nil {
-				e, err := c.noicc.elem()
-				if err != nil {
-					return nil, err
-				}
-				if e.found && e.comment == nm.owner {
-					st.noICCPort = c.h
-				}
-			}
-		}
-		// Next dump, if any.
-		switch {
-		case st.attExists && attRules == nil:
-			attRules = dumpRulesReq(inetTable, nm.att)
-			round = append(round, attRules)
-		default:
-			for _, t := range guardTables {
-				if dumpedGuard[t] != nil {
-					continue
-				}
-				if st.guardElems[t] != "" && !o.records {
-					continue
-				}
-				if st.guardElems[t] == "" && hostIf != "" && !slices.ContainsFunc(cands, func(c *cand) bool { return c.t == t }) {
-					askCand(t, hostIf) // not asked speculatively
-				}
-				dumpedGuard[t] = dumpRulesReq(t, nm.guard)
-				round = append(round, dumpedGuard[t])
-				break
-			}
-		}
-		if len(round) == 0 {
+		r.askNextDump()
+		if len(r.round) == 0 {
 			break
 		}
-		if err := f.q.exchange(round...); err != nil {
+		if err := f.q.exchange(r.round...); err != nil {
 			return nil, err
 		}
 	}
-	for i, r := range ports {
-		e, err := r.elem()
+	if err := r.takePorts(); err != nil {
+		return nil, err
+	}
+	return r.st, nil
+}
+
+// stateReader is one readState in progress: the requests of each kind and
+// the round being filled.
+type stateReader struct {
+	st       *state
+	hostIf   string
+	o        readOpts
+	round    []*request
+	att      *request                     // GET of the DNAT chain
+	guard    map[*nftables.Table]*request // GET of the guard chain, per table
+	attRules *request                     // dump of the DNAT chain's rules
+	// Guard elements (and the bridge icc=false element) of candidate host
+	// interfaces, asked for in some round and checked once they answer.
+	cands      []*cand
+	checked    map[*cand]bool
+	guardRules map[*nftables.Table]*request // dump of the guard chain's rules
+	ports      []*request                   // GET of each recorded port element
+	portKeys   []portKey
+}
+
+type cand struct {
+	t            *nftables.Table
+	h            string
+	guard, noicc *request
+}
+
+func newStateReader(nm names, hostIf string, o readOpts) *stateReader {
+	return &stateReader{
+		st:         &state{nm: nm, guardIn: map[*nftables.Table][]string{}, guardElems: map[*nftables.Table]string{}},
+		hostIf:     hostIf,
+		o:          o,
+		checked:    map[*cand]bool{},
+		guardRules: map[*nftables.Table]*request{},
+	}
+}
+
+// askFirst fills the first round: the chains by name, the caller's extra
+// requests and, when speculating, what exists if the attachment does.
+func (r *stateReader) askFirst() {
+	nm := r.st.nm
+	r.att = getChainReq(inetTable, nm.att)
+	r.guard = map[*nftables.Table]*request{brTable: getChainReq(brTable, nm.guard), inetTable: getChainReq(inetTable, nm.guard)}
+	r.round = append([]*request{r.att, r.guard[brTable], r.guard[inetTable]}, r.o.extra...)
+	if !r.o.speculate {
+		return
+	}
+	if !slices.ContainsFunc(r.o.extra, func(q *request) bool { return q.dump }) {
+		r.attRules = dumpRulesReq(inetTable, nm.att)
+		r.round = append(r.round, r.attRules)
+	}
+	if r.hostIf != "" {
+		for _, t := range []*nftables.Table{brTable, inetTable} {
+			r.askCand(t, r.hostIf)
+		}
+	}
+}
+
+func (r *stateReader) askCand(t *nftables.Table, h string) {
+	c := &cand{t: t, h: h, guard: getElemReq(t, setGuard, ifname(h))}
+	r.round = append(r.round, c.guard)
+	if t == brTable {
+		c.noicc = getElemReq(t, setNoICCBr, ifname(h))
+		r.round = append(r.round, c.noicc)
+	}
+	r.cands = append(r.cands, c)
+}
+
+// takeChains reads which of the chains exist.
+func (r *stateReader) takeChains() error {
+	nm := r.st.nm
+	var err error
+	if r.st.attExists, err = r.att.exists(); err != nil {
+		return fmt.Errorf("get chain %s: %w", nm.att, err)
+	}
+	for _, t := range []*nftables.Table{brTable, inetTable} {
+		ok, err := r.guard[t].exists()
 		if err != nil {
-			return nil, err
+			return fmt.Errorf("get chain %s: %w", nm.guard, err)
 		}
-		if e.found && e.chain == nm.att {
-			st.ports = append(st.ports, portKeys[i])
+		if ok {
+			r.st.guardChains = append(r.st.guardChains, t)
 		}
 	}
-	return st, nil
+	return nil
+}
+
+// takeAnswers reads what the previous round answered, asking in the new
+// round for the elements those answers name.
+func (r *stateReader) takeAnswers() error {
+	if err := r.takeAttRules(); err != nil {
+		return err
+	}
+	if err := r.takeGuardRules(); err != nil {
+		return err
+	}
+	return r.takeCands()
+}
+
+// takeAttRules keeps the DNAT chain's rule comments and asks for the
+// element each port record names.
+func (r *stateReader) takeAttRules() error {
+	st := r.st
+	if r.attRules == nil || !st.attExists || st.records != nil || r.ports != nil {
+		return nil
+	}
+	if r.attRules.err != nil {
+		return fmt.Errorf("read chain %s: %w", st.nm.att, r.attRules.err)
+	}
+	st.records = []string{}
+	for _, c := range r.attRules.ruleComments() {
+		st.records = append(st.records, c)
+		if k, ok := parseRecord(c); ok {
+			r.portKeys = append(r.portKeys, k)
+			q := getElemReq(inetTable, k.set(), k.key())
+			r.ports = append(r.ports, q)
+			r.round = append(r.round, q)
+		}
+	}
+	return nil
+}
+
+// takeGuardRules keeps each dumped guard chain's rule comments. A chain
+// whose element was not found by hostIf names its host interface in its
+// first rule: that interface becomes a candidate.
+func (r *stateReader) takeGuardRules() error {
+	st := r.st
+	for t, q := range r.guardRules {
+		if _, done := st.guardIn[t]; done || !q.done {
+			continue
+		}
+		if q.err != nil {
+			return fmt.Errorf("read chain %s: %w", st.nm.guard, q.err)
+		}
+		comments := q.ruleComments()
+		st.guardIn[t] = comments
+		if st.guardElems[t] == "" && len(comments) > 0 {
+			if fl := strings.Fields(comments[0]); len(fl) >= 3 && fl[0] == "nswire" && fl[1] == "guard" && fl[2] != r.hostIf {
+				r.askCand(t, fl[2])
+			}
+		}
+	}
+	return nil
+}
+
+// takeCands keeps, per table, the candidate whose guard element points at
+// the attachment's guard chain, and its icc=false element if it is ours.
+func (r *stateReader) takeCands() error {
+	st := r.st
+	for _, c := range r.cands {
+		if r.checked[c] || !c.guard.done {
+			continue
+		}
+		r.checked[c] = true
+		if !slices.Contains(st.guardChains, c.t) || st.guardElems[c.t] != "" {
+			continue
+		}
+		e, err := c.guard.elem()
+		if err != nil {
+			return err
+		}
+		if !e.found || e.chain != st.nm.guard {
+			continue
+		}
+		st.guardElems[c.t] = c.h
+		if c.noicc == nil {
+			continue
+		}
+		if e, err = c.noicc.elem(); err != nil {
+			return err
+		}
+		if e.found && e.comment == st.nm.owner {
+			st.noICCPort = c.h
+		}
+	}
+	return nil
+}
+
+// askNextDump adds the round's one dump, if any is left: the DNAT chain's
+// rules, else one guard chain's rules still needed.
+func (r *stateReader) askNextDump() {
+	st := r.st
+	if st.attExists && r.attRules == nil {
+		r.attRules = dumpRulesReq(inetTable, st.nm.att)
+		r.round = append(r.round, r.attRules)
+		return
+	}
+	for _, t := range st.guardChains {
+		if r.guardRules[t] != nil || (st.guardElems[t] != "" && !r.o.records) {
+			continue
+		}
+		if st.guardElems[t] == "" && r.hostIf != "" && !slices.ContainsFunc(r.cands, func(c *cand) bool { return c.t == t }) {
+			r.askCand(t, r.hostIf) // not asked speculatively
+		}
+		r.guardRules[t] = dumpRulesReq(t, st.nm.guard)
+		r.round = append(r.round, r.guardRules[t])
+		return
+	}
+}
+
+// takePorts keeps the recorded port elements that point at the DNAT chain.
+func (r *stateReader) takePorts() error {
+	for i, q := range r.ports {
+		e, err := q.elem()
+		if err != nil {
+			return err
+		}
+		if e.found && e.chain == r.st.nm.att {
+			r.st.ports = append(r.st.ports, r.portKeys[i])
+		}
+	}
+	return nil
 }
 
 // queueDelete removes what readState found. With dropChains false the

@@ -14,7 +14,9 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
+	"github.com/vishvananda/netlink"
 
+	"github.com/nswire/nswire/pkg/link"
 	"github.com/nswire/nswire/pkg/testutil"
 )
 
@@ -283,11 +285,14 @@ func TestDelWithoutNetns(t *testing.T) {
 }
 
 // TestGC keeps valid attachments and removes the rest, never touching
-// another network's links.
+// another network's links. It also removes a host end that a killed ADD
+// left before marking it (nswire's group, no alias, on the bridge), which
+// libcni's cache does not know.
 func TestGC(t *testing.T) {
 	f := newFixture(t)
 	list := f.list("1.1.0", nil, "10.16.0.0/24")
 	keep, drop1, drop2 := f.add(list, "keep"), f.add(list, "drop1"), f.add(list, "drop2")
+	halfMade := f.halfMadeVeth()
 	other := &fixture{t: t, host: f.host, name: testutil.Name("other"), bridge: testutil.Name("bro"), ipam: f.ipam}
 	otherList := other.list("1.1.0", nil, "10.17.0.0/24")
 	o := other.add(otherList, "drop1") // same container ID, other network
@@ -297,6 +302,9 @@ func TestGC(t *testing.T) {
 	}
 	f.assertGone(drop1)
 	f.assertGone(drop2)
+	if _, err := f.host.Handle().LinkByName(halfMade); err == nil {
+		t.Errorf("half-made host veth %s still exists", halfMade)
+	}
 	f.host.Link(f.hostVeth(keep))
 	other.host.Link(other.hostVeth(o))
 	if err := testutil.Connect(keep.ns, f.host.NS, keep.gateway(true)); err != nil {
@@ -307,6 +315,22 @@ func TestGC(t *testing.T) {
 	}
 	f.del(list, keep)
 	other.del(otherList, o)
+}
+
+// halfMadeVeth makes, in the host namespace, what an ADD killed between
+// creating the pair and marking the host end leaves: a veth in nswire's
+// group on the network's bridge, without alias.
+func (f *fixture) halfMadeVeth() string {
+	f.t.Helper()
+	name := testutil.Name("nswh")
+	h := f.host.Handle()
+	br := f.host.Link(f.bridge)
+	v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name, MasterIndex: br.Attrs().Index, Group: link.OwnerGroup}, PeerName: name + "p"}
+	if err := h.LinkAdd(v); err != nil {
+		f.t.Fatalf("half-made veth: %v", err)
+	}
+	f.t.Cleanup(func() { _ = h.LinkDel(v) })
+	return name
 }
 
 // TestStatus: 0 for a valid config, 50 for an invalid one.

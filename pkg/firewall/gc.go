@@ -24,7 +24,7 @@ func (f *Firewall) Addresses(network string) (map[string][]net.IP, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, t := range []*nftables.Table{brTable, inetTable} {
+	for _, t := range guardTables {
 		chains, err := nft.ListChainsOfTableFamily(t.Family)
 		if err != nil {
 			return nil, fmt.Errorf("list chains: %w", err)

@@ -86,16 +86,19 @@ type stateReader struct {
 	// Guard elements (and the bridge icc=false element) of candidate host
 	// interfaces, asked for in some round and checked once they answer.
 	cands      []*cand
-	checked    map[*cand]bool
 	guardRules map[*nftables.Table]*request // dump of the guard chain's rules
 	ports      []*request                   // GET of each recorded port element
 	portKeys   []portKey
 }
 
+// guardTables are the tables an attachment's guard chain may live in.
+var guardTables = []*nftables.Table{brTable, inetTable}
+
 type cand struct {
 	t            *nftables.Table
 	h            string
 	guard, noicc *request
+	checked      bool // its answers were taken
 }
 
 func newStateReader(nm names, hostIf string, o readOpts) *stateReader {
@@ -103,7 +106,6 @@ func newStateReader(nm names, hostIf string, o readOpts) *stateReader {
 		st:         &state{nm: nm, guardIn: map[*nftables.Table][]string{}, guardElems: map[*nftables.Table]string{}},
 		hostIf:     hostIf,
 		o:          o,
-		checked:    map[*cand]bool{},
 		guardRules: map[*nftables.Table]*request{},
 	}
 }
@@ -123,7 +125,7 @@ func (r *stateReader) askFirst() {
 		r.round = append(r.round, r.attRules)
 	}
 	if r.hostIf != "" {
-		for _, t := range []*nftables.Table{brTable, inetTable} {
+		for _, t := range guardTables {
 			r.askCand(t, r.hostIf)
 		}
 	}
@@ -146,7 +148,7 @@ func (r *stateReader) takeChains() error {
 	if r.st.attExists, err = r.att.exists(); err != nil {
 		return fmt.Errorf("get chain %s: %w", nm.att, err)
 	}
-	for _, t := range []*nftables.Table{brTable, inetTable} {
+	for _, t := range guardTables {
 		ok, err := r.guard[t].exists()
 		if err != nil {
 			return fmt.Errorf("get chain %s: %w", nm.guard, err)
@@ -221,10 +223,10 @@ func (r *stateReader) takeGuardRules() error {
 func (r *stateReader) takeCands() error {
 	st := r.st
 	for _, c := range r.cands {
-		if r.checked[c] || !c.guard.done {
+		if c.checked || !c.guard.done {
 			continue
 		}
-		r.checked[c] = true
+		c.checked = true
 		if !slices.Contains(st.guardChains, c.t) || st.guardElems[c.t] != "" {
 			continue
 		}

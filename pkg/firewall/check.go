@@ -1,7 +1,9 @@
 package firewall
 
 import (
+	"bytes"
 	"fmt"
+	"net"
 	"slices"
 
 	"github.com/google/nftables"
@@ -28,7 +30,11 @@ func (f *Firewall) Check(a *Attachment) error {
 		extra = append(extra, elems[i])
 	}
 	nm := namesOf(a.Net.Name, a.ContainerID, a.IfName)
-	st, err := f.readState(nm, a.HostIf, readOpts{extra: extra, speculate: true, records: true})
+	guard := guardProbes(a, nm)
+	for _, g := range guard {
+		extra = append(extra, g.r)
+	}
+	st, err := f.readState(nm, readOpts{extra: extra, speculate: true})
 	if err != nil {
 		return err
 	}
@@ -38,7 +44,28 @@ func (f *Firewall) Check(a *Attachment) error {
 	if err := checkPorts(nm, st, keys, elems); err != nil {
 		return err
 	}
-	return checkGuard(a, nm, st)
+	return checkGuard(a, nm, st, guard)
+}
+
+// guardProbe is the GET of one anti-spoofing element Add makes (or, for
+// the icc=false element, may make).
+type guardProbe struct {
+	element
+	want bool // expected present
+	r    *request
+}
+
+func guardProbes(a *Attachment, nm names) []guardProbe {
+	t := guardTable(a.Net)
+	var out []guardProbe
+	for _, e := range specOf(a, nm.owner).elems() {
+		out = append(out, guardProbe{e, true, getElemReq(t, e.set, e.key)})
+	}
+	if t == brTable {
+		e := element{set: setNoICCBr, key: ifname(a.HostIf), comment: nm.owner}
+		out = append(out, guardProbe{e, !a.Net.ICC, getElemReq(t, e.set, e.key)})
+	}
+	return out
 }
 
 // baseChainProbe is the GET of one base chain, with what it asks for.
@@ -97,27 +124,41 @@ func checkPorts(nm names, st *state, keys []portKey, elems []*request) error {
 	return nil
 }
 
-// checkGuard compares the anti-spoofing element, chain and icc=false
-// element with what Add makes for a.
-func checkGuard(a *Attachment, nm names, st *state) error {
+// checkGuard compares the anti-spoofing record chain and elements, and the
+// icc=false element, with what Add makes for a.
+func checkGuard(a *Attachment, nm names, st *state, probes []guardProbe) error {
 	t := guardTable(a.Net)
-	if st.guardElems[t] != a.HostIf {
-		return fmt.Errorf("firewall: anti-spoofing for %s: element %s missing from map %s %s guard", nm.owner, a.HostIf, familyName(t), TableName)
-	}
-	if wantNoICC := a.Net.Bridge != "" && !a.Net.ICC; wantNoICC != (st.noICCPort == a.HostIf) {
-		return fmt.Errorf("firewall: icc=%v for %s: element %s of set bridge %s noicc is %s", a.Net.ICC, nm.owner,
-			a.HostIf, TableName, map[bool]string{true: "missing", false: "unexpected"}[wantNoICC])
-	}
-	got := st.guardIn[t]
-	for i, r := range guardRules(a) {
-		if i >= len(got) || got[i] != r.comment {
-			return fmt.Errorf("firewall: anti-spoofing chain %s of %s: rule %q missing or different", nm.guard, nm.owner, r.comment)
+	for _, p := range probes {
+		e, err := p.r.elem()
+		if err != nil {
+			return err
 		}
+		state := map[bool]string{true: "missing", false: "unexpected"}[p.want]
+		if e.found && p.comment != "" && e.comment != p.comment {
+			state = fmt.Sprintf("owned by %q", e.comment)
+		} else if e.found == p.want {
+			continue
+		}
+		return fmt.Errorf("firewall: anti-spoofing for %s: element %s of set %s %s %s is %s",
+			nm.owner, keyString(p.element), familyName(t), TableName, p.set, state)
 	}
-	if want := len(guardRules(a)); len(got) != want {
-		return fmt.Errorf("firewall: anti-spoofing chain %s of %s has %d rules, want %d", nm.guard, nm.owner, len(got), want)
+	got, want := st.guardIn[t], specOf(a, nm.owner).record()
+	if !slices.Equal(got, want) {
+		return fmt.Errorf("firewall: anti-spoofing record chain %s of %s holds %q, want %q", nm.guard, nm.owner, got, want)
 	}
 	return nil
+}
+
+// keyString shows a guard set key: the port name, then the MAC or address.
+func keyString(e element) string {
+	h := string(bytes.TrimRight(e.key[:16], "\x00"))
+	switch v := e.key[16:]; e.set {
+	case setGMAC:
+		return h + " . " + net.HardwareAddr(v[:6]).String()
+	case setGIP4, setGIP6:
+		return h + " . " + net.IP(v).String()
+	}
+	return h
 }
 
 func familyName(t *nftables.Table) string {

@@ -134,10 +134,15 @@ func (f *Firewall) ensureTables() error {
 // those chains) lowers it.
 const portsUse = 6
 
+// guardPreRules is the number of rules of the bridge chain guard-pre
+// (guardBase(true)); a test keeps the two in step. Any other count means
+// the chain was flushed, or made by the layout before the guard sets.
+const guardPreRules = 11
+
 // skeletonProbes ask whether the base chains still hold their rules: a
 // GET of the inet chain "ports" (its use count) and a listing of the
-// bridge chain guard-pre (one rule). They ride along with the first round
-// of readState.
+// bridge chain guard-pre. They ride along with the first round of
+// readState.
 func skeletonProbes() (ports, guardPre *request) {
 	return getChainReq(inetTable, chainPorts), dumpRulesReq(brTable, "guard-pre")
 }
@@ -148,7 +153,7 @@ func skeletonIntact(ports, guardPre *request) bool {
 	if ports.err != nil || ports.chainUse() < portsUse {
 		return false
 	}
-	return guardPre.err == nil && len(guardPre.msgs) > 0
+	return guardPre.err == nil && len(guardPre.msgs) == guardPreRules
 }
 
 // Add installs everything of one attachment in a single nftables
@@ -172,7 +177,7 @@ func (f *Firewall) Add(a *Attachment) error {
 	for _, na := range netAsserts {
 		extra = append(extra, na.probe()...)
 	}
-	st, err := f.readState(nm, a.HostIf, readOpts{extra: extra})
+	st, err := f.readState(nm, readOpts{extra: extra})
 	if err != nil {
 		return fmt.Errorf("firewall: add %s: %w", nm.owner, err)
 	}
@@ -193,7 +198,7 @@ func (f *Firewall) Add(a *Attachment) error {
 		if err := f.ensureTables(); err != nil {
 			return err
 		}
-		if st, err = f.readState(nm, a.HostIf, readOpts{}); err != nil {
+		if st, err = f.readState(nm, readOpts{}); err != nil {
 			return fmt.Errorf("firewall: add %s: %w", nm.owner, err)
 		}
 		err = f.addOnce(a, nm, st, keys, local, networkAsserts(a.Net, false))
@@ -214,7 +219,7 @@ func (f *Firewall) addOnce(a *Attachment, nm names, st *state, keys []portKey, l
 	c := f.enc.c
 	qerr := func() error {
 		// Replace semantics: drop what a previous ADD left, then add.
-		if err := f.queueDelete(st, false); err != nil {
+		if err := f.queueDelete(st, a.HostIf, false); err != nil {
 			return err
 		}
 		if err := queueNetwork(c, network); err != nil {

@@ -367,14 +367,14 @@ func TestDelRemovesExactlyOneAttachment(t *testing.T) {
 	if n := tp.count(inetTable, "ports6any"); n != 3 {
 		t.Fatalf("ports6any has %d elements, want 3", n)
 	}
-	if n := tp.count(brTable, setGuard); n != 2 {
+	if n := tp.count(brTable, setGuarded); n != 2 {
 		t.Fatalf("bridge guard has %d elements, want 2", n)
 	}
 	must(t, tp.fw.Del(x.att), "Del x")
 	if n := tp.count(inetTable, "ports4any"); n != 1 {
 		t.Fatalf("after Del: ports4any has %d elements, want 1", n)
 	}
-	if n := tp.count(brTable, setGuard); n != 1 {
+	if n := tp.count(brTable, setGuarded); n != 1 {
 		t.Fatalf("after Del: guard has %d elements, want 1", n)
 	}
 	nx, ny := namesOf(x.att.Net.Name, x.att.ContainerID, "eth0"), namesOf(y.att.Net.Name, y.att.ContainerID, "eth0")
@@ -398,7 +398,11 @@ func TestDelWithIdentityOnly(t *testing.T) {
 	id := &Attachment{Net: Network{Name: x.att.Net.Name}, ContainerID: x.att.ContainerID, IfName: "eth0"}
 	must(t, tp.fw.Del(id), "Del")
 	must(t, tp.fw.Del(id), "Del again")
-	if n := tp.count(inetTable, "ports4any") + tp.count(inetTable, "ports6any") + tp.count(brTable, setGuard); n != 0 {
+	n := tp.count(inetTable, "ports4any") + tp.count(inetTable, "ports6any")
+	for _, set := range append(guardSets, setNoICCBr) {
+		n += tp.count(brTable, set)
+	}
+	if n != 0 {
 		t.Fatalf("%d elements left", n)
 	}
 	if c := append(tp.chains(nftables.TableFamilyINet, attPrefix), tp.chains(nftables.TableFamilyBridge, guardPrefix)...); len(c) != 0 {
@@ -447,11 +451,14 @@ func TestCheck(t *testing.T) {
 	if err := tp.fw.Check(&changed); err == nil || !strings.Contains(err.Error(), "8081") {
 		t.Fatalf("Check with other ports = %v", err)
 	}
-	// Anti-spoofing element.
-	must(t, tp.fw.testConn(t).SetDeleteElements(setDef(brTable, setGuard), []nftables.SetElement{{Key: ifname(x.hostIf)}}), "queue")
-	must(t, tp.fw.testConn(t).Flush(), "delete guard element")
-	if err := tp.fw.Check(x.att); err == nil || !strings.Contains(err.Error(), "anti-spoofing") {
-		t.Fatalf("Check = %v, want anti-spoofing error", err)
+	// Anti-spoofing elements: each one missing is reported by name.
+	for _, e := range []element{{set: setGIP4, key: concat(ifname(x.hostIf), x.ip4.To4())}, {set: setGuarded, key: ifname(x.hostIf)}} {
+		must(t, tp.fw.testConn(t).SetDeleteElements(setDef(brTable, e.set), []nftables.SetElement{{Key: e.key}}), "queue")
+		must(t, tp.fw.testConn(t).Flush(), "delete guard element")
+		want := "element " + keyString(e) + " of set bridge nswire " + e.set + " is missing"
+		if err := tp.fw.Check(x.att); err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("Check = %v, want %q", err, want)
+		}
 	}
 	must(t, tp.fw.Del(x.att), "Del after tampering")
 	if c := tp.chains(nftables.TableFamilyBridge, guardPrefix); len(c) != 0 {
@@ -500,7 +507,7 @@ func TestPortConflicts(t *testing.T) {
 	y := tp.addContainer(b, 3)
 	snapshot := func() string {
 		return fmt.Sprint(tp.count(inetTable, "ports4any"), tp.count(inetTable, "ports4"), tp.count(inetTable, "ports6any"),
-			tp.count(brTable, setGuard), tp.chains(nftables.TableFamilyINet, attPrefix), tp.chains(nftables.TableFamilyBridge, guardPrefix))
+			tp.count(brTable, setGuarded), tp.chains(nftables.TableFamilyINet, attPrefix), tp.chains(nftables.TableFamilyBridge, guardPrefix))
 	}
 	before := snapshot()
 	for _, tc := range []struct {

@@ -37,30 +37,16 @@ func (f *Firewall) Addresses(network string) (map[string][]net.IP, error) {
 			if err != nil {
 				return nil, fmt.Errorf("read chain %s: %w", ch.Name, err)
 			}
-			owner, ips := guardRecord(rules)
-			if owner != "" {
-				out[owner] = ips
+			comments := make([]string, len(rules))
+			for i, r := range rules {
+				comments[i] = ruleComment(r)
+			}
+			if g, ok := parseGuardRecord(comments); ok {
+				out[g.owner] = slices.DeleteFunc(g.ips, func(ip net.IP) bool { return !ip.IsGlobalUnicast() })
 			}
 		}
 	}
 	return out, nil
-}
-
-// guardRecord reads a guard chain's owner (first rule: "nswire guard
-// <hostIf> <owner>") and its unicast addresses ("ip <addr>" rules).
-func guardRecord(rules []*nftables.Rule) (owner string, ips []net.IP) {
-	for i, r := range rules {
-		f := strings.Fields(ruleComment(r))
-		if i == 0 && len(f) == 4 && f[0] == "nswire" && f[1] == "guard" {
-			owner = f[3]
-		}
-		if len(f) == 2 && f[0] == "ip" {
-			if ip := net.ParseIP(f[1]); ip != nil && ip.IsGlobalUnicast() {
-				ips = append(ips, ip)
-			}
-		}
-	}
-	return owner, ips
 }
 
 // GC removes the objects of every attachment of network n that is not in

@@ -2,14 +2,28 @@ package firewall
 
 import (
 	"net"
-	"slices"
+	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 )
 
-// guardTable is where an attachment's anti-spoof chain lives: bridged
+// Anti-spoofing sets, one of each in the bridge table (bridge mode) and in
+// the inet table (routed mode). Every key starts with the host port's
+// name, which is derived from the attachment's identity, so an element
+// belongs to exactly one attachment.
+const (
+	setGuarded = "guarded" // ifname: ports under anti-spoofing (comment: owner)
+	setGMAC    = "gmac"    // ifname . ether_addr: the MAC the port may send from
+	setGIP4    = "gip4"    // ifname . ipv4_addr: IPv4 (and ARP) source addresses
+	setGIP6    = "gip6"    // ifname . ipv6_addr: IPv6 sources, EUI-64 link-local included
+	setNoMAC   = "nomac"   // ifname: ports whose MAC is unknown (no MAC checks, fe80::/10 allowed)
+)
+
+var guardSets = []string{setGuarded, setGMAC, setGIP4, setGIP6, setNoMAC}
+
+// guardTable is where an attachment's anti-spoof elements live: bridged
 // frames are seen by the bridge family, routed packets by inet.
 func guardTable(n Network) *nftables.Table {
 	if n.Bridge != "" {
@@ -18,17 +32,155 @@ func guardTable(n Network) *nftables.Table {
 	return inetTable
 }
 
-type guardRule struct {
-	exprs   []expr.Any
+// guardSpec is what one attachment may send from: the elements it owns in
+// the guard sets. Its g- chain records it as rule comments (rules without
+// expressions, so no jump leads there and a commit never validates them).
+type guardSpec struct {
+	hostIf string
+	owner  string
+	mac    net.HardwareAddr // nil: MAC unknown
+	ips    []net.IP         // 4-byte IPv4, 16-byte IPv6
+}
+
+func specOf(a *Attachment, owner string) guardSpec {
+	g := guardSpec{hostIf: a.HostIf, owner: owner, mac: a.MAC}
+	for _, n := range a.IPs {
+		if ip4 := n.IP.To4(); ip4 != nil {
+			g.ips = append(g.ips, ip4)
+		} else {
+			g.ips = append(g.ips, n.IP.To16())
+		}
+	}
+	if len(a.MAC) == 6 {
+		g.ips = append(g.ips, linkLocal(a.MAC))
+	} else {
+		g.mac = nil
+	}
+	return g
+}
+
+// record is the g- chain's rule comments: "nswire guard <hostIf> <owner>",
+// then "mac <mac>" or "nomac", then "ip <addr>" per address.
+func (g guardSpec) record() []string {
+	out := []string{"nswire guard " + g.hostIf + " " + g.owner}
+	if g.mac != nil {
+		out = append(out, "mac "+g.mac.String())
+	} else {
+		out = append(out, "nomac")
+	}
+	for _, ip := range g.ips {
+		out = append(out, "ip "+ip.String())
+	}
+	return out
+}
+
+// parseGuardRecord reads a g- chain's comments back. Chains of the layout
+// before the guard sets carry the same first line, "mac" and "ip" lines
+// and lines this ignores; ok is false without the first line.
+func parseGuardRecord(comments []string) (g guardSpec, ok bool) {
+	if len(comments) == 0 {
+		return g, false
+	}
+	f := strings.Fields(comments[0])
+	if len(f) != 4 || f[0] != "nswire" || f[1] != "guard" {
+		return g, false
+	}
+	g.hostIf, g.owner = f[2], f[3]
+	for _, c := range comments[1:] {
+		kind, v, _ := strings.Cut(c, " ")
+		switch kind {
+		case "mac":
+			g.mac, _ = net.ParseMAC(v)
+		case "ip":
+			if ip := net.ParseIP(v); ip != nil && !ip.IsUnspecified() {
+				if ip4 := ip.To4(); ip4 != nil {
+					ip = ip4
+				}
+				g.ips = append(g.ips, ip)
+			}
+		}
+	}
+	return g, true
+}
+
+// element is one key of one guard set.
+type element struct {
+	set     string
+	key     []byte
 	comment string
 }
 
-// guardRules is the anti-spoof chain of an attachment: frames from the
-// container's port must carry its MAC and, for IPv4, IPv6 and ARP, one of
-// its addresses (plus the IPv6 link-local address derived from the MAC and
-// the unspecified address used by DAD and MLD). Anything else is dropped.
-func guardRules(a *Attachment) []guardRule {
-	bridge := a.Net.Bridge != ""
+// elems are the guard set elements of g.
+func (g guardSpec) elems() []element {
+	h := ifname(g.hostIf)
+	out := []element{{setGuarded, h, g.owner}}
+	if g.mac != nil {
+		out = append(out, element{set: setGMAC, key: concat(h, g.mac)})
+	} else {
+		out = append(out, element{set: setNoMAC, key: h})
+	}
+	for _, ip := range g.ips {
+		set := setGIP6
+		if len(ip) == 4 {
+			set = setGIP4
+		}
+		out = append(out, element{set: set, key: concat(h, ip)})
+	}
+	return out
+}
+
+// queueGuard writes the attachment's record chain and its guard elements.
+func queueGuard(c *nftables.Conn, a *Attachment, nm names) error {
+	t := guardTable(a.Net)
+	g := specOf(a, nm.owner)
+	ch := &nftables.Chain{Table: t, Name: nm.guard}
+	c.AddChain(ch)
+	c.FlushChain(ch)
+	for _, r := range g.record() {
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, UserData: comment(r)})
+	}
+	for _, e := range g.elems() {
+		if err := c.SetAddElements(setDef(t, e.set), []nftables.SetElement{{Key: e.key, Comment: e.comment}}); err != nil {
+			return err
+		}
+	}
+	if a.Net.Bridge != "" && !a.Net.ICC {
+		return c.SetAddElements(setDef(brTable, setNoICCBr), []nftables.SetElement{{Key: ifname(a.HostIf), Comment: nm.owner}})
+	}
+	return nil
+}
+
+// queueUnguard removes g's elements from table t, and the port's icc=false
+// element in the bridge table. Each element is added, then deleted: the
+// pair commits whether or not the element was there, so DEL needs no
+// GET per element and converges when a previous DEL half ran.
+func queueUnguard(c *nftables.Conn, t *nftables.Table, g guardSpec) error {
+	els := g.elems()
+	if t == brTable {
+		els = append(els, element{set: setNoICCBr, key: ifname(g.hostIf)})
+	}
+	for _, e := range els {
+		s := setDef(t, e.set)
+		el := []nftables.SetElement{{Key: e.key}}
+		if err := c.SetAddElements(s, el); err != nil {
+			return err
+		}
+		if err := c.SetDeleteElements(s, el); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// guardBase is the anti-spoofing part of the base chain (bridge guard-pre,
+// inet raw-pre). Frames from a guarded port must carry its MAC (unless
+// unknown); IPv4 and ARP must use one of its IPv4 addresses (ARP also
+// 0.0.0.0, and the ARP sender MAC must be its MAC); IPv6 one of its
+// addresses, the link-local address of its MAC, or :: (DAD, MLD).
+// Anything else from a guarded port is dropped, VLAN-tagged frames
+// included. The first rule serves chains of the layout before the guard
+// sets, whose map elements jump to per-attachment chains.
+func guardBase(bridge bool) [][]expr.Any {
 	proto := func(fam int) []expr.Any {
 		if !bridge {
 			return nfproto(fam)
@@ -38,53 +190,29 @@ func guardRules(a *Attachment) []guardRule {
 		}
 		return etherType(unix.ETH_P_IPV6)
 	}
-	nm := namesOf(a.Net.Name, a.ContainerID, a.IfName)
-	rules := []guardRule{{
-		// Record: no-op match naming the host interface, read back by DEL.
-		exprs:   []expr.Any{meta(expr.MetaKeyIIFNAME, reg1), cmp(expr.CmpOpEq, reg1, ifname(a.HostIf))},
-		comment: "nswire guard " + a.HostIf + " " + nm.owner,
-	}}
-	drop := verdict(expr.VerdictDrop)
-	ret := verdict(expr.VerdictReturn)
-	if a.MAC != nil {
-		rules = append(rules, guardRule{cat([]expr.Any{ll(6, 6, reg1), cmp(expr.CmpOpNeq, reg1, a.MAC), drop}), "mac " + a.MAC.String()})
-	}
-	var v4, v6 []net.IP
-	for _, n := range a.IPs {
-		if famOf(n.IP) == 4 {
-			v4 = append(v4, n.IP.To4())
-		} else {
-			v6 = append(v6, n.IP.To16())
-		}
+	port := meta(expr.MetaKeyIIFNAME, reg32)
+	drop, ret := verdict(expr.VerdictDrop), verdict(expr.VerdictReturn)
+	macChecked := []expr.Any{port, lookup(setNoMAC, reg32, true)}
+	rules := [][]expr.Any{
+		{meta(expr.MetaKeyIIFNAME, reg1), vmap(setGuard, reg1)},
+		{port, lookup(setGuarded, reg32, true), ret},
+		cat(macChecked, []expr.Any{ll(6, 6, reg32+4), lookup(setGMAC, reg32, true), drop}),
 	}
 	if bridge {
 		arp := etherType(unix.ETH_P_ARP)
-		if a.MAC != nil {
-			rules = append(rules, guardRule{cat(arp, []expr.Any{nh(8, 6, reg1), cmp(expr.CmpOpNeq, reg1, a.MAC), drop}), "arp-mac " + a.MAC.String()})
-		}
-		for _, ip := range append(slices.Clone(v4), net.IPv4zero.To4()) {
-			rules = append(rules, guardRule{cat(arp, []expr.Any{nh(14, 4, reg1), cmp(expr.CmpOpEq, reg1, ip), ret}), "arp " + ip.String()})
-		}
+		rules = append(rules,
+			cat(arp, macChecked, []expr.Any{nh(8, 6, reg32+4), lookup(setGMAC, reg32, true), drop}),
+			cat(arp, []expr.Any{nh(14, 4, reg1), cmp(expr.CmpOpEq, reg1, net.IPv4zero.To4()), ret}),
+			cat(arp, []expr.Any{port, nh(14, 4, reg32+4), lookup(setGIP4, reg32, false), ret}))
 	}
-	for _, ip := range v4 {
-		rules = append(rules, guardRule{cat(proto(4), []expr.Any{saddr(4, reg1), cmp(expr.CmpOpEq, reg1, ip), ret}), "ip " + ip.String()})
-	}
-	v6 = append(v6, net.IPv6unspecified)
-	if a.MAC != nil && len(a.MAC) == 6 {
-		v6 = append(v6, linkLocal(a.MAC))
-		for _, ip := range v6 {
-			rules = append(rules, guardRule{cat(proto(6), []expr.Any{saddr(6, reg1), cmp(expr.CmpOpEq, reg1, ip.To16()), ret}), "ip " + ip.String()})
-		}
-	} else {
-		for _, ip := range v6 {
-			rules = append(rules, guardRule{cat(proto(6), []expr.Any{saddr(6, reg1), cmp(expr.CmpOpEq, reg1, ip.To16()), ret}), "ip " + ip.String()})
-		}
-		// Without a MAC the link-local address is unknown: allow fe80::/10.
-		rules = append(rules, guardRule{cat(proto(6), []expr.Any{nh(8, 2, reg1),
+	return append(rules,
+		cat(proto(4), []expr.Any{port, saddr(4, reg32+4), lookup(setGIP4, reg32, false), ret}),
+		cat(proto(6), []expr.Any{saddr(6, reg1), cmp(expr.CmpOpEq, reg1, net.IPv6unspecified), ret}),
+		cat(proto(6), []expr.Any{port, saddr(6, reg32+4), lookup(setGIP6, reg32, false), ret}),
+		cat(proto(6), []expr.Any{port, lookup(setNoMAC, reg32, false), nh(8, 2, reg1),
 			&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 2, Mask: []byte{0xff, 0xc0}, Xor: []byte{0, 0}},
-			cmp(expr.CmpOpEq, reg1, []byte{0xfe, 0x80}), ret}), "ip fe80::/10"})
-	}
-	return append(rules, guardRule{[]expr.Any{drop}, "drop"})
+			cmp(expr.CmpOpEq, reg1, []byte{0xfe, 0x80}), ret}),
+		[]expr.Any{drop})
 }
 
 // linkLocal is the EUI-64 IPv6 link-local address the kernel derives from
@@ -94,23 +222,4 @@ func linkLocal(mac net.HardwareAddr) net.IP {
 	ip[0], ip[1] = 0xfe, 0x80
 	copy(ip[8:], []byte{mac[0] ^ 2, mac[1], mac[2], 0xff, 0xfe, mac[3], mac[4], mac[5]})
 	return ip
-}
-
-func queueGuard(c *nftables.Conn, a *Attachment, nm names) error {
-	t := guardTable(a.Net)
-	ch := &nftables.Chain{Table: t, Name: nm.guard}
-	c.AddChain(ch)
-	c.FlushChain(ch)
-	for _, r := range guardRules(a) {
-		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: r.exprs, UserData: comment(r.comment)})
-	}
-	if err := c.SetAddElements(setDef(t, setGuard), []nftables.SetElement{{
-		Key: ifname(a.HostIf), VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: nm.guard}, Comment: nm.owner,
-	}}); err != nil {
-		return err
-	}
-	if a.Net.Bridge != "" && !a.Net.ICC {
-		return c.SetAddElements(setDef(brTable, setNoICCBr), []nftables.SetElement{{Key: ifname(a.HostIf), Comment: nm.owner}})
-	}
-	return nil
 }

@@ -38,3 +38,11 @@ func TestRepairAfterFlush(t *testing.T) {
 		tp.mustReach(d.ns, "tcp", hp(c.ip4, 7002), nil, d.ip4.String())
 	}
 }
+
+// TestGuardPreRules keeps the probe's expected rule count in step with the
+// rules guard-pre is made with.
+func TestGuardPreRules(t *testing.T) {
+	if n := len(guardBase(true)); n != guardPreRules {
+		t.Fatalf("guardBase(true) has %d rules, guardPreRules is %d", n, guardPreRules)
+	}
+}

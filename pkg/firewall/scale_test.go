@@ -48,7 +48,7 @@ func TestScale200(t *testing.T) {
 		if n := tp.count(inetTable, "ports6any"); n != p6 {
 			t.Fatalf("ports6any: %d elements, want %d", n, p6)
 		}
-		if n := tp.count(brTable, setGuard); n != guards {
+		if n := tp.count(brTable, setGuarded); n != guards {
 			t.Fatalf("guard: %d elements, want %d", n, guards)
 		}
 		if n := len(tp.chains(nftables.TableFamilyINet, attPrefix)); n != chains {

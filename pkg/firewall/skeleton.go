@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 )
@@ -21,7 +22,7 @@ const (
 
 // Set and chain names.
 const (
-	setGuard    = "guard" // ifname : verdict (inet: routed mode; bridge: bridge mode)
+	setGuard    = "guard" // ifname : verdict, the layout before the guard sets (see guardBase)
 	setNoICCBr  = "noicc" // bridge table: host ports of attachments with icc=false
 	chainPorts  = "ports"
 	attPrefix   = "a-" // per-attachment DNAT chain: a-<net8>-<att16>
@@ -76,15 +77,23 @@ func setDef(t *nftables.Table, name string) *nftables.Set {
 		return &nftables.Set{Table: t, Name: name, IsMap: true, KeyType: key,
 			DataType: nftables.TypeVerdict, Concatenation: concat}
 	}
-	if t.Family == nftables.TableFamilyBridge {
-		if name == setGuard {
-			return vm(nftables.TypeIFName, false)
-		}
-		return &nftables.Set{Table: t, Name: name, KeyType: nftables.TypeIFName}
+	portAnd := func(typ nftables.SetDatatype) *nftables.Set {
+		return &nftables.Set{Table: t, Name: name, Concatenation: true,
+			KeyType: nftables.MustConcatSetType(nftables.TypeIFName, typ)}
 	}
 	switch name {
 	case setGuard:
 		return vm(nftables.TypeIFName, false)
+	case setGuarded, setNoMAC, setNoICCBr:
+		// Host byte order, as nft declares string keys: `nft list` then
+		// shows the names instead of reading them backwards.
+		return &nftables.Set{Table: t, Name: name, KeyType: nftables.TypeIFName, KeyByteOrder: binaryutil.NativeEndian}
+	case setGMAC:
+		return portAnd(nftables.TypeEtherAddr)
+	case setGIP4:
+		return portAnd(nftables.TypeIPAddr)
+	case setGIP6:
+		return portAnd(nftables.TypeIP6Addr)
 	case "ports4", "ports6":
 		fam := 4
 		if name == "ports6" {
@@ -108,7 +117,7 @@ func setDef(t *nftables.Table, name string) *nftables.Set {
 }
 
 func inetSetNames() []string {
-	names := []string{setGuard, "ports4", "ports4any", "ports6", "ports6any"}
+	names := append([]string{setGuard, "ports4", "ports4any", "ports6", "ports6any"}, guardSets...)
 	for _, fam := range []int{4, 6} {
 		for _, b := range []string{nsNets, nsIso, nsMasq, nsInternal, nsIntra, nsNoICC, nsNoMasq} {
 			names = append(names, sN(b, fam))
@@ -137,7 +146,7 @@ func addSkeleton(c *nftables.Conn) error {
 			return err
 		}
 	}
-	for i, n := range []string{setGuard, setNoICCBr} {
+	for i, n := range append([]string{setGuard, setNoICCBr}, guardSets...) {
 		s := setDef(brTable, n)
 		s.ID = uint32(1100 + i)
 		if err := c.AddSet(s, nil); err != nil {
@@ -169,11 +178,10 @@ func skeletonChains() []chainRules {
 
 	// inet raw prerouting: CVE-2020-8558 guard and routed-mode anti-spoof.
 	raw := baseChain(inetTable, "raw-pre", filter, nftables.ChainHookPrerouting, PrioRaw)
-	put(raw,
+	put(raw, append([][]expr.Any{
 		cat([]expr.Any{meta(expr.MetaKeyIIFNAME, reg1), cmp(expr.CmpOpNeq, reg1, ifname("lo"))},
 			nfproto(4), []expr.Any{nh(16, 1, reg1), cmp(expr.CmpOpEq, reg1, []byte{127}), verdict(expr.VerdictDrop)}),
-		[]expr.Any{meta(expr.MetaKeyIIFNAME, reg1), vmap(setGuard, reg1)},
-	)
+	}, guardBase(false)...)...)
 
 	// DNAT of published ports, for packets from outside and from the host.
 	toPorts := cat(fibDaddrLocal(), []expr.Any{jumpTo(expr.VerdictGoto, chainPorts)})
@@ -221,8 +229,7 @@ func skeletonChains() []chainRules {
 
 	// bridge family: anti-spoof on frames entering from container ports and
 	// icc=false between ports of one bridge (no br_netfilter needed).
-	put(baseChain(brTable, "guard-pre", filter, nftables.ChainHookPrerouting, PrioBridgeGuard),
-		[]expr.Any{meta(expr.MetaKeyIIFNAME, reg1), vmap(setGuard, reg1)})
+	put(baseChain(brTable, "guard-pre", filter, nftables.ChainHookPrerouting, PrioBridgeGuard), guardBase(true)...)
 	// icc=false: drop frames bridged from the port of such an attachment to
 	// another port. With br_netfilter loaded, a DNATed hairpin to another
 	// container of the bridge is bridged after the translation; it is the

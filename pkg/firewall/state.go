@@ -1,10 +1,11 @@
 package firewall
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
-	"strings"
 
 	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
@@ -18,9 +19,7 @@ type state struct {
 	ports       []portKey                    // recorded in the DNAT chain and present in their map, pointing at us
 	records     []string                     // all DNAT rule comments
 	guardChains []*nftables.Table            // tables holding the guard chain
-	guardIn     map[*nftables.Table][]string // guard chain -> its rule comments, when read
-	guardElems  map[*nftables.Table]string   // table -> host interface whose guard element points at us
-	noICCPort   string                       // host interface in the bridge noicc set, owned by us
+	guardIn     map[*nftables.Table][]string // guard chain -> its rule comments
 }
 
 // readOpts tunes readState to its caller.
@@ -28,23 +27,18 @@ type readOpts struct {
 	// extra requests ride along with the first round (at most one dump,
 	// and then the DNAT chain is not dumped speculatively).
 	extra []*request
-	// speculate asks in the first round for what exists when the
-	// attachment does (its DNAT rules, its guard elements by hostIf): DEL
-	// and CHECK expect it, a fresh ADD does not.
+	// speculate asks in the first round for the DNAT chain's rules: DEL
+	// and CHECK expect the attachment to exist, a fresh ADD does not.
 	speculate bool
-	// records: read the guard chains' rule comments even when the guard
-	// element was found by hostIf (CHECK compares them).
-	records bool
 }
 
 // readState reads an attachment's objects: whether the DNAT chain and the
 // guard chain(s) exist (one GET each); their rule comments, the record of
-// the map elements pointing at them (one dump of one chain each); each
-// recorded element (one GET each). hostIf is a fallback for a guard chain
-// whose record rule is gone. The requests are pipelined: each round is one
-// sendmsg, with at most one dump.
-func (f *Firewall) readState(nm names, hostIf string, o readOpts) (*state, error) {
-	r := newStateReader(nm, hostIf, o)
+// the elements that belong to the attachment (one dump of one chain
+// each); each recorded port element (one GET each). The requests are
+// pipelined: each round is one sendmsg, with at most one dump.
+func (f *Firewall) readState(nm names, o readOpts) (*state, error) {
+	r := newStateReader(nm, o)
 	r.askFirst()
 	if err := f.q.exchange(r.round...); err != nil {
 		return nil, err
@@ -56,7 +50,10 @@ func (f *Firewall) readState(nm names, hostIf string, o readOpts) (*state, error
 	// the GETs that the previous round made possible.
 	for {
 		r.round = r.round[:0]
-		if err := r.takeAnswers(); err != nil {
+		if err := r.takeAttRules(); err != nil {
+			return nil, err
+		}
+		if err := r.takeGuardRules(); err != nil {
 			return nil, err
 		}
 		r.askNextDump()
@@ -76,16 +73,12 @@ func (f *Firewall) readState(nm names, hostIf string, o readOpts) (*state, error
 // stateReader is one readState in progress: the requests of each kind and
 // the round being filled.
 type stateReader struct {
-	st       *state
-	hostIf   string
-	o        readOpts
-	round    []*request
-	att      *request                     // GET of the DNAT chain
-	guard    map[*nftables.Table]*request // GET of the guard chain, per table
-	attRules *request                     // dump of the DNAT chain's rules
-	// Guard elements (and the bridge icc=false element) of candidate host
-	// interfaces, asked for in some round and checked once they answer.
-	cands      []*cand
+	st         *state
+	o          readOpts
+	round      []*request
+	att        *request                     // GET of the DNAT chain
+	guard      map[*nftables.Table]*request // GET of the guard chain, per table
+	attRules   *request                     // dump of the DNAT chain's rules
 	guardRules map[*nftables.Table]*request // dump of the guard chain's rules
 	ports      []*request                   // GET of each recorded port element
 	portKeys   []portKey
@@ -94,51 +87,25 @@ type stateReader struct {
 // guardTables are the tables an attachment's guard chain may live in.
 var guardTables = []*nftables.Table{brTable, inetTable}
 
-type cand struct {
-	t            *nftables.Table
-	h            string
-	guard, noicc *request
-	checked      bool // its answers were taken
-}
-
-func newStateReader(nm names, hostIf string, o readOpts) *stateReader {
+func newStateReader(nm names, o readOpts) *stateReader {
 	return &stateReader{
-		st:         &state{nm: nm, guardIn: map[*nftables.Table][]string{}, guardElems: map[*nftables.Table]string{}},
-		hostIf:     hostIf,
+		st:         &state{nm: nm, guardIn: map[*nftables.Table][]string{}},
 		o:          o,
 		guardRules: map[*nftables.Table]*request{},
 	}
 }
 
 // askFirst fills the first round: the chains by name, the caller's extra
-// requests and, when speculating, what exists if the attachment does.
+// requests and, when speculating, the DNAT chain's rules.
 func (r *stateReader) askFirst() {
 	nm := r.st.nm
 	r.att = getChainReq(inetTable, nm.att)
 	r.guard = map[*nftables.Table]*request{brTable: getChainReq(brTable, nm.guard), inetTable: getChainReq(inetTable, nm.guard)}
 	r.round = append([]*request{r.att, r.guard[brTable], r.guard[inetTable]}, r.o.extra...)
-	if !r.o.speculate {
-		return
-	}
-	if !slices.ContainsFunc(r.o.extra, func(q *request) bool { return q.dump }) {
+	if r.o.speculate && !slices.ContainsFunc(r.o.extra, func(q *request) bool { return q.dump }) {
 		r.attRules = dumpRulesReq(inetTable, nm.att)
 		r.round = append(r.round, r.attRules)
 	}
-	if r.hostIf != "" {
-		for _, t := range guardTables {
-			r.askCand(t, r.hostIf)
-		}
-	}
-}
-
-func (r *stateReader) askCand(t *nftables.Table, h string) {
-	c := &cand{t: t, h: h, guard: getElemReq(t, setGuard, ifname(h))}
-	r.round = append(r.round, c.guard)
-	if t == brTable {
-		c.noicc = getElemReq(t, setNoICCBr, ifname(h))
-		r.round = append(r.round, c.noicc)
-	}
-	r.cands = append(r.cands, c)
 }
 
 // takeChains reads which of the chains exist.
@@ -158,18 +125,6 @@ func (r *stateReader) takeChains() error {
 		}
 	}
 	return nil
-}
-
-// takeAnswers reads what the previous round answered, asking in the new
-// round for the elements those answers name.
-func (r *stateReader) takeAnswers() error {
-	if err := r.takeAttRules(); err != nil {
-		return err
-	}
-	if err := r.takeGuardRules(); err != nil {
-		return err
-	}
-	return r.takeCands()
 }
 
 // takeAttRules keeps the DNAT chain's rule comments and asks for the
@@ -195,9 +150,7 @@ func (r *stateReader) takeAttRules() error {
 	return nil
 }
 
-// takeGuardRules keeps each dumped guard chain's rule comments. A chain
-// whose element was not found by hostIf names its host interface in its
-// first rule: that interface becomes a candidate.
+// takeGuardRules keeps each dumped guard chain's rule comments.
 func (r *stateReader) takeGuardRules() error {
 	st := r.st
 	for t, q := range r.guardRules {
@@ -207,52 +160,13 @@ func (r *stateReader) takeGuardRules() error {
 		if q.err != nil {
 			return fmt.Errorf("read chain %s: %w", st.nm.guard, q.err)
 		}
-		comments := q.ruleComments()
-		st.guardIn[t] = comments
-		if st.guardElems[t] == "" && len(comments) > 0 {
-			if fl := strings.Fields(comments[0]); len(fl) >= 3 && fl[0] == "nswire" && fl[1] == "guard" && fl[2] != r.hostIf {
-				r.askCand(t, fl[2])
-			}
-		}
-	}
-	return nil
-}
-
-// takeCands keeps, per table, the candidate whose guard element points at
-// the attachment's guard chain, and its icc=false element if it is ours.
-func (r *stateReader) takeCands() error {
-	st := r.st
-	for _, c := range r.cands {
-		if c.checked || !c.guard.done {
-			continue
-		}
-		c.checked = true
-		if !slices.Contains(st.guardChains, c.t) || st.guardElems[c.t] != "" {
-			continue
-		}
-		e, err := c.guard.elem()
-		if err != nil {
-			return err
-		}
-		if !e.found || e.chain != st.nm.guard {
-			continue
-		}
-		st.guardElems[c.t] = c.h
-		if c.noicc == nil {
-			continue
-		}
-		if e, err = c.noicc.elem(); err != nil {
-			return err
-		}
-		if e.found && e.comment == st.nm.owner {
-			st.noICCPort = c.h
-		}
+		st.guardIn[t] = q.ruleComments()
 	}
 	return nil
 }
 
 // askNextDump adds the round's one dump, if any is left: the DNAT chain's
-// rules, else one guard chain's rules still needed.
+// rules, else one guard chain's rules.
 func (r *stateReader) askNextDump() {
 	st := r.st
 	if st.attExists && r.attRules == nil {
@@ -261,15 +175,11 @@ func (r *stateReader) askNextDump() {
 		return
 	}
 	for _, t := range st.guardChains {
-		if r.guardRules[t] != nil || (st.guardElems[t] != "" && !r.o.records) {
-			continue
+		if r.guardRules[t] == nil {
+			r.guardRules[t] = dumpRulesReq(t, st.nm.guard)
+			r.round = append(r.round, r.guardRules[t])
+			return
 		}
-		if st.guardElems[t] == "" && r.hostIf != "" && !slices.ContainsFunc(r.cands, func(c *cand) bool { return c.t == t }) {
-			r.askCand(t, r.hostIf) // not asked speculatively
-		}
-		r.guardRules[t] = dumpRulesReq(t, st.nm.guard)
-		r.round = append(r.round, r.guardRules[t])
-		return
 	}
 }
 
@@ -288,21 +198,27 @@ func (r *stateReader) takePorts() error {
 }
 
 // queueDelete removes what readState found. With dropChains false the
-// chains stay (they are about to be flushed and refilled by Add).
-func (f *Firewall) queueDelete(st *state, dropChains bool) error {
+// chains stay (they are about to be flushed and refilled by Add). hostIf
+// names the host port when a guard chain lost its record.
+func (f *Firewall) queueDelete(st *state, hostIf string, dropChains bool) error {
 	c := f.enc.c
 	for _, k := range st.ports {
 		if err := c.SetDeleteElements(setDef(inetTable, k.set()), []nftables.SetElement{{Key: k.key()}}); err != nil {
 			return err
 		}
 	}
-	for t, h := range st.guardElems {
-		if err := c.SetDeleteElements(setDef(t, setGuard), []nftables.SetElement{{Key: ifname(h)}}); err != nil {
-			return err
+	for _, t := range st.guardChains {
+		g, ok := parseGuardRecord(st.guardIn[t])
+		if !ok && hostIf == "" {
+			continue
 		}
-	}
-	if st.noICCPort != "" {
-		if err := c.SetDeleteElements(setDef(brTable, setNoICCBr), []nftables.SetElement{{Key: ifname(st.noICCPort)}}); err != nil {
+		if !ok {
+			var err error
+			if g, err = f.listGuard(t, hostIf); err != nil {
+				return err
+			}
+		}
+		if err := queueUnguard(c, t, g); err != nil {
 			return err
 		}
 	}
@@ -322,8 +238,39 @@ func (f *Firewall) queueDelete(st *state, dropChains bool) error {
 	return nil
 }
 
+// listGuard finds the guard elements of host port hostIf by listing the
+// guard sets of t: the slow path, taken only when someone flushed the
+// attachment's record chain.
+func (f *Firewall) listGuard(t *nftables.Table, hostIf string) (guardSpec, error) {
+	g := guardSpec{hostIf: hostIf}
+	nft, err := f.conn()
+	if err != nil {
+		return g, err
+	}
+	h := ifname(hostIf)
+	for _, set := range []string{setGMAC, setGIP4, setGIP6} {
+		els, err := nft.GetSetElements(setDef(t, set))
+		if err != nil && !isNotFound(err) {
+			return g, fmt.Errorf("list %s: %w", set, err)
+		}
+		for _, e := range els {
+			v, ok := bytes.CutPrefix(e.Key, h)
+			switch {
+			case !ok:
+			case set == setGMAC && len(v) >= 6:
+				g.mac = net.HardwareAddr(v[:6])
+			case set == setGIP4 && len(v) == 4:
+				g.ips = append(g.ips, net.IP(v))
+			case set == setGIP6 && len(v) == 16:
+				g.ips = append(g.ips, net.IP(v))
+			}
+		}
+	}
+	return g, nil
+}
+
 func (st *state) empty() bool {
-	return !st.attExists && len(st.guardChains) == 0 && len(st.ports) == 0 && len(st.guardElems) == 0
+	return !st.attExists && len(st.guardChains) == 0 && len(st.ports) == 0
 }
 
 // Del removes everything of one attachment. Only Net.Name, ContainerID and
@@ -341,14 +288,14 @@ func (f *Firewall) delByNames(nm names, hostIf string) error {
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
 		var st *state
-		st, err = f.readState(nm, hostIf, readOpts{speculate: true})
+		st, err = f.readState(nm, readOpts{speculate: true})
 		if err != nil {
 			return fmt.Errorf("firewall: del %s: %w", nm.owner, err)
 		}
 		if st.empty() {
 			return nil
 		}
-		if err = f.commit(f.queueDelete(st, true)); err == nil {
+		if err = f.commit(f.queueDelete(st, hostIf, true)); err == nil {
 			f.flushUDP(st.ports)
 			return nil
 		}

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -265,6 +266,7 @@ func (p *proc) kill() (killed bool, err error) {
 type hostState struct {
 	links        map[string]string // name -> alias: marked links and nsw…/nsi… names
 	chains       []string
+	portElems    []string          // "<set> <host port>" of the per-port sets
 	reservations map[string]string // network/ip -> owner file content
 	tmp          []string          // IPAM scratch files left behind
 }
@@ -286,6 +288,7 @@ func (r *rig) state(nets ...*network) (hostState, error) {
 		}
 	}
 	s.chains = r.host.AttachmentChains()
+	s.portElems = r.host.PortElements()
 	sort.Strings(s.chains)
 	for _, n := range nets {
 		entries, err := os.ReadDir(n.ipamDir())
@@ -341,6 +344,7 @@ func (r *rig) diff(nets []*network, live []*att) ([]string, error) {
 	if strings.Join(wantChains, " ") != strings.Join(s.chains, " ") {
 		d = append(d, fmt.Sprintf("nftables chains %v, want %v", s.chains, wantChains))
 	}
+	d = append(d, diffPortElems(s.portElems, live)...)
 	for k, v := range s.reservations {
 		if w, ok := wantRes[k]; !ok {
 			d = append(d, fmt.Sprintf("leaked reservation %s (%q)", k, v))
@@ -355,6 +359,27 @@ func (r *rig) diff(nets []*network, live []*att) ([]string, error) {
 	}
 	sort.Strings(d)
 	return d, nil
+}
+
+// diffPortElems checks the per-port set elements: every live attachment's
+// host port is guarded, and no element names any other port.
+func diffPortElems(elems []string, live []*att) []string {
+	ports := map[string]bool{}
+	for _, a := range live {
+		ports[a.hostVeth()] = true
+	}
+	var d []string
+	for _, e := range elems {
+		if _, port, _ := strings.Cut(e, " "); !ports[port] {
+			d = append(d, "leaked nftables element "+e)
+		}
+	}
+	for _, a := range live {
+		if !slices.Contains(elems, "guarded "+a.hostVeth()) {
+			d = append(d, "live port "+a.hostVeth()+" is not in set guarded")
+		}
+	}
+	return d
 }
 
 // assertExactly fails the test unless the host holds exactly what live

@@ -153,33 +153,50 @@ func TestIsolationBetweenNetworks(t *testing.T) {
 }
 
 // TestAntiSpoofing: a container sending from an address it was not given
-// is dropped; its own address works.
+// is dropped; its own address works. Bridge mode checks in the bridge
+// family, routed mode in inet prerouting; without the MAC check the
+// address check still holds. DEL leaves no element behind.
 func TestAntiSpoofing(t *testing.T) {
-	f := newFixture(t)
-	up := testutil.NewUpstream(t, f.host)
-	list := f.list("1.1.0", nil, "10.63.0.0/24")
-	c := f.add(list, "spoofer")
-	testutil.Serve(t, up.NS, "tcp", ":9001")
-	expectAnswer(t, c.ns, "tcp", "203.0.113.2:9001", "")
-	eth := c.ns.Link("eth0")
-	fake, _ := netlink.ParseAddr("10.63.0.200/24")
-	if err := c.ns.Handle().AddrAdd(eth, fake); err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		name  string
+		extra map[string]any
+	}{
+		{"bridge", nil},
+		{"routed", map[string]any{"mode": "routed", "ipMasq": true}}, // routed mode does not masquerade by default
+		{"no MAC check", map[string]any{"macSpoofCheck": false}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			up := testutil.NewUpstream(t, f.host)
+			list := f.list("1.1.0", tc.extra, "10.63.0.0/24")
+			c := f.add(list, "spoofer")
+			testutil.Serve(t, up.NS, "tcp", ":9001")
+			expectAnswer(t, c.ns, "tcp", "203.0.113.2:9001", "")
+			eth := c.ns.Link("eth0")
+			fake, _ := netlink.ParseAddr("10.63.0.200/24")
+			if err := c.ns.Handle().AddrAdd(eth, fake); err != nil {
+				t.Fatal(err)
+			}
+			var err error
+			c.ns.Run(func() error {
+				d := net.Dialer{LocalAddr: &net.TCPAddr{IP: fake.IP}, Timeout: 1e9}
+				conn, derr := d.Dial("tcp", "203.0.113.2:9001")
+				if derr == nil {
+					conn.Close()
+				}
+				err = derr
+				return nil
+			})
+			if err == nil {
+				t.Errorf("a connection from spoofed source %s went through", fake.IP)
+			}
+			if err := f.host.CNI.CheckNetworkList(context.Background(), list, c.rt); err != nil {
+				t.Errorf("CHECK: %v", err)
+			}
+			f.del(list, c)
+			f.host.AssertNoLeaks()
+		})
 	}
-	var err error
-	c.ns.Run(func() error {
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: fake.IP}, Timeout: 1e9}
-		conn, derr := d.Dial("tcp", "203.0.113.2:9001")
-		if derr == nil {
-			conn.Close()
-		}
-		err = derr
-		return nil
-	})
-	if err == nil {
-		t.Errorf("a connection from spoofed source %s went through", fake.IP)
-	}
-	f.del(list, c)
 }
 
 // TestBandwidth: the bandwidth capability shapes the host veth, CHECK

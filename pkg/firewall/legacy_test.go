@@ -1,0 +1,85 @@
+package firewall
+
+import (
+	"net"
+	"testing"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+)
+
+// TestUpgradeFromGuardChains: a host whose tables were made by the layout
+// before the guard sets (guard-pre holds one rule, a verdict map lookup,
+// and each attachment's g- chain is jumped to by a map element) keeps its
+// attachments protected after the first ADD of this layout rebuilds the
+// base chains, and DEL removes such an attachment completely.
+func TestUpgradeFromGuardChains(t *testing.T) {
+	tp := newTopo(t)
+	b := tp.addBridge(1, nil)
+	old := tp.addContainer(b, 2)
+	peer := tp.addContainer(b, 3)
+	c := tp.fw.testConn(t)
+	// The older layout declared its ifname sets without a key byte order.
+	c.AddTable(brTable)
+	must(t, c.AddSet(&nftables.Set{Table: brTable, Name: setNoICCBr, KeyType: nftables.TypeIFName}, nil), "old noicc set")
+	must(t, c.Flush(), "old set")
+	must(t, tp.fw.EnsureTables(), "tables")
+	pre := &nftables.Chain{Table: brTable, Name: "guard-pre"}
+	c.FlushChain(pre)
+	c.AddRule(&nftables.Rule{Table: brTable, Chain: pre, Exprs: []expr.Any{meta(expr.MetaKeyIIFNAME, reg1), vmap(setGuard, reg1)}})
+	queueLegacyGuard(t, c, old)
+	must(t, c.Flush(), "legacy layout")
+
+	serve(t, peer.ns, 80)
+	ch := handleIn(t, old.ns)
+	eth0, err := ch.LinkByName("eth0")
+	must(t, err, "eth0")
+	addAddr(t, ch, eth0, "10.1.0.99/24")
+	spoof := net.ParseIP("10.1.0.99")
+	tp.mustNotReach(old.ns, "tcp", hp(peer.ip4, 80), spoof)
+
+	tp.add(peer) // rebuilds guard-pre: the old attachment stays guarded
+	p, g := skeletonProbes()
+	must(t, tp.fw.q.exchange(p, g), "probe")
+	if !skeletonIntact(p, g) {
+		t.Fatalf("guard-pre has %d rules after the upgrade, want %d", len(g.msgs), guardPreRules)
+	}
+	tp.mustReach(old.ns, "tcp", hp(peer.ip4, 80), old.ip4, old.ip4.String())
+	tp.mustNotReach(old.ns, "tcp", hp(peer.ip4, 80), spoof)
+
+	must(t, tp.fw.Del(old.att), "Del legacy attachment")
+	nm := namesOf(old.att.Net.Name, old.att.ContainerID, old.att.IfName)
+	if got := tp.chains(nftables.TableFamilyBridge, guardPrefix); len(got) != 1 || got[0] == nm.guard {
+		t.Fatalf("guard chains after Del %v, want only the peer's", got)
+	}
+	if n := tp.count(brTable, setGuard); n != 0 {
+		t.Fatalf("legacy guard map holds %d elements after Del", n)
+	}
+	must(t, tp.fw.Check(peer.att), "Check peer")
+}
+
+// queueLegacyGuard writes x's anti-spoofing as the previous layout did: a
+// g- chain of match-and-return rules, reached through the guard map.
+func queueLegacyGuard(t *testing.T, c *nftables.Conn, x *ctr) {
+	nm := namesOf(x.att.Net.Name, x.att.ContainerID, x.att.IfName)
+	ch := &nftables.Chain{Table: brTable, Name: nm.guard}
+	c.AddChain(ch)
+	add := func(note string, exprs ...[]expr.Any) {
+		c.AddRule(&nftables.Rule{Table: brTable, Chain: ch, Exprs: cat(exprs...), UserData: comment(note)})
+	}
+	ret := []expr.Any{verdict(expr.VerdictReturn)}
+	add("nswire guard "+x.hostIf+" "+nm.owner, []expr.Any{meta(expr.MetaKeyIIFNAME, reg1), cmp(expr.CmpOpEq, reg1, ifname(x.hostIf))})
+	add("mac "+x.mac.String(), []expr.Any{ll(6, 6, reg1), cmp(expr.CmpOpNeq, reg1, x.mac), verdict(expr.VerdictDrop)})
+	for _, ip := range []net.IP{x.ip4.To4(), net.IPv4zero.To4()} {
+		add("arp "+ip.String(), etherType(unix.ETH_P_ARP), []expr.Any{nh(14, 4, reg1), cmp(expr.CmpOpEq, reg1, ip)}, ret)
+	}
+	add("ip "+x.ip4.String(), etherType(unix.ETH_P_IP), []expr.Any{saddr(4, reg1), cmp(expr.CmpOpEq, reg1, x.ip4.To4())}, ret)
+	for _, ip := range []net.IP{x.ip6, net.IPv6unspecified, linkLocal(x.mac)} {
+		add("ip "+ip.String(), etherType(unix.ETH_P_IPV6), []expr.Any{saddr(6, reg1), cmp(expr.CmpOpEq, reg1, ip.To16())}, ret)
+	}
+	add("drop", []expr.Any{verdict(expr.VerdictDrop)})
+	must(t, c.SetAddElements(setDef(brTable, setGuard), []nftables.SetElement{{
+		Key: ifname(x.hostIf), VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: nm.guard}, Comment: nm.owner,
+	}}), "legacy guard element")
+}

@@ -133,14 +133,14 @@ func checkGuard(a *Attachment, nm names, st *state, probes []guardProbe) error {
 		if err != nil {
 			return err
 		}
-		state := map[bool]string{true: "missing", false: "unexpected"}[p.want]
+		what := map[bool]string{true: "missing", false: "unexpected"}[p.want]
 		if e.found && p.comment != "" && e.comment != p.comment {
-			state = fmt.Sprintf("owned by %q", e.comment)
+			what = fmt.Sprintf("owned by %q", e.comment)
 		} else if e.found == p.want {
 			continue
 		}
 		return fmt.Errorf("firewall: anti-spoofing for %s: element %s of set %s %s %s is %s",
-			nm.owner, keyString(p.element), familyName(t), TableName, p.set, state)
+			nm.owner, keyString(p.element), familyName(t), TableName, p.set, what)
 	}
 	got, want := st.guardIn[t], specOf(a, nm.owner).record()
 	if !slices.Equal(got, want) {

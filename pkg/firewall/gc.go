@@ -12,7 +12,7 @@ import (
 )
 
 // Addresses lists, for each attachment of network, the addresses its
-// anti-spoofing chain lets it send from, keyed by owner
+// anti-spoofing record lets it send from, keyed by owner
 // ("network/containerID/ifname"). It lists chains: a recovery path (the
 // IPAM store was lost), never ADD's or DEL's.
 func (f *Firewall) Addresses(network string) (map[string][]net.IP, error) {

@@ -16,7 +16,7 @@ import (
 // restoreReservations rebuilds nswire-ipam's store of a network that holds
 // no reservation while containers of the network live (an admin removed
 // the directory); otherwise the next ADD would hand out an address a running
-// container holds. Each live attachment's anti-spoofing chain records its
+// container holds. Each live attachment's anti-spoofing record chain holds its
 // addresses. The cost per ADD is reading a few directory entries; chains
 // are listed only while the store is empty.
 func restoreReservations(n *config.Net, args *skel.CmdArgs) error {

@@ -108,7 +108,11 @@
 // the layout before the guard sets) rebuilds the base chains.
 // GC is the one verb that lists: it lists chains of the two tables, picks
 // a-/g- chains with the network's tag whose attachment tag is not valid,
-// and deletes each such attachment as DEL does.
+// and deletes each such attachment as DEL does. It then lists the set
+// guarded: an element of the network whose owner (its comment) is not
+// valid lost its record chain to someone else, and its port's guard
+// elements are found by listing the guard sets. (DEL in that case lists
+// them too, by the host veth name it is given.)
 //
 // # Netlink traffic
 //

@@ -478,8 +478,21 @@ func TestGC(t *testing.T) {
 	}
 	o := tp.addContainer(other, 2, PortMapping{HostPort: 9000, ContainerPort: 80})
 	tp.add(o)
+	// cs[0]'s record chain is gone (deleted behind nswire's back): GC
+	// still finds its guard elements through their owner.
+	lost := &nftables.Chain{Table: brTable, Name: namesOf(b.Name, cs[0].att.ContainerID, "eth0").guard}
+	tp.fw.testConn(t).FlushChain(lost)
+	tp.fw.testConn(t).DelChain(lost)
+	must(t, tp.fw.testConn(t).Flush(), "delete record chain")
 	valid := []types.GCAttachment{{ContainerID: cs[1].att.ContainerID, IfName: "eth0"}}
 	must(t, tp.fw.GC(b.Network, valid), "GC")
+	// One valid attachment and the other network's: one element each, two
+	// in gip6 (address and link-local).
+	for set, want := range map[string]int{setGuarded: 2, setGMAC: 2, setGIP4: 2, setGIP6: 4} {
+		if n := tp.count(brTable, set); n != want {
+			t.Fatalf("after GC set %s has %d elements, want %d", set, n, want)
+		}
+	}
 	if n := tp.count(inetTable, "ports4any"); n != 2 {
 		t.Fatalf("after GC ports4any has %d, want 2 (one valid + other network)", n)
 	}

@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -96,10 +97,47 @@ func (f *Firewall) GC(n Network, valid []types.GCAttachment) error {
 			errs = append(errs, err)
 		}
 	}
+	if err := f.gcUnrecorded(n.Name, keep); err != nil {
+		errs = append(errs, err)
+	}
 	if len(valid) == 0 && len(n.Subnets) > 0 {
 		if err := f.commit(queueNetwork(f.enc.c, networkAsserts(n, true))); err != nil && !isNotFound(err) {
 			errs = append(errs, fmt.Errorf("firewall: gc network %s: %w", n.Name, err))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// gcUnrecorded removes the guard elements of attachments of network that
+// are not kept and whose record chain is gone (someone deleted or flushed
+// it, so the chain listing above could not find them). The owner is the
+// comment of the port's element in the set guarded.
+func (f *Firewall) gcUnrecorded(network string, keep map[string]bool) error {
+	nft, err := f.conn()
+	if err != nil {
+		return err
+	}
+	for _, t := range guardTables {
+		els, err := nft.GetSetElements(setDef(t, setGuarded))
+		if isNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("firewall: gc: list guarded: %w", err)
+		}
+		for _, e := range els {
+			id := strings.Split(e.Comment, "/")
+			if len(id) != 3 || id[0] != network || keep[attTag(id[0], id[1], id[2])] {
+				continue
+			}
+			g, err := f.listGuard(t, string(bytes.TrimRight(e.Key, "\x00")))
+			if err == nil {
+				err = f.commit(queueUnguard(f.enc.c, t, g))
+			}
+			if err != nil {
+				return fmt.Errorf("firewall: gc %s: %w", e.Comment, err)
+			}
+		}
+	}
+	return nil
 }

@@ -99,7 +99,7 @@ func checkBaseChains(base []baseChainProbe) error {
 }
 
 // checkPorts compares the published keys with their map elements (elems,
-// in the order of keys) and the DNAT chain's records.
+// in the order of keys) and the a- chain's records.
 func checkPorts(nm names, st *state, keys []portKey, elems []*request) error {
 	for i, k := range keys {
 		e, err := elems[i].elem()
@@ -109,11 +109,11 @@ func checkPorts(nm names, st *state, keys []portKey, elems []*request) error {
 		switch {
 		case !e.found:
 			return fmt.Errorf("firewall: published %s of %s: element missing from map %s", k, nm.owner, k.set())
-		case e.chain != nm.att:
-			return fmt.Errorf("firewall: published %s of %s: map %s points to %s (owner %q)", k, nm.owner, k.set(), e.chain, e.comment)
+		case !bytes.Equal(e.data, k.data(nm.tag)):
+			return fmt.Errorf("firewall: published %s of %s: map %s holds another translation (owner %q)", k, nm.owner, k.set(), e.comment)
 		}
 		if !slices.Contains(st.records, k.record()) {
-			return fmt.Errorf("firewall: published %s of %s: DNAT rule %q missing from chain %s", k, nm.owner, k.record(), nm.att)
+			return fmt.Errorf("firewall: published %s of %s: record %q missing from chain %s", k, nm.owner, k.record(), nm.att)
 		}
 	}
 	for _, r := range st.records {

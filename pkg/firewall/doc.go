@@ -11,9 +11,11 @@
 //	                                          anti-spoofing rules (routed mode, see below)
 //	chain nat-pre   nat     prerouting  -100  fib daddr type local goto ports
 //	chain nat-out   nat     output      -100  fib daddr type local goto ports
-//	chain ports     (regular)                 ip  daddr . l4proto . th dport vmap @ports4
-//	                                          l4proto . th dport vmap @ports4any
-//	                                          (same for ip6 with @ports6, @ports6any)
+//	chain ports     (regular)                 dnat ip to ip daddr . l4proto . th dport map @dnat4
+//	                                          dnat ip to l4proto . th dport map @dnat4any
+//	                                          (same for ip6 with @dnat6, @dnat6any)
+//	                                          then the same keys in vmap @ports4 ... (layout
+//	                                          before the data maps)
 //	chain forward   filter  forward     -10   ct status dnat accept
 //	                                          saddr . daddr @noicc drop
 //	                                          saddr . daddr @intra accept
@@ -22,7 +24,7 @@
 //	chain nat-post  nat     postrouting 100   ct status dnat ip saddr 127.0.0.0/8 ip daddr @nets4 masquerade
 //	                                          ct status dnat saddr . daddr @intra masquerade   (hairpin)
 //	                                          saddr @masq saddr . daddr != @intra masquerade    (ipMasq)
-//	chain a-<net8>-<att16>                    per attachment: one DNAT rule per published key
+//	chain a-<net8>-<att16>                    per attachment: published ports record
 //	chain g-<net8>-<att16>                    per attachment (routed mode): anti-spoofing record
 //
 // table bridge nswire
@@ -42,8 +44,9 @@
 //
 // Sets and maps (4 and 6 stand for one per address family):
 //
-//	ports4/6      addr . proto . port : verdict   published on one host address
-//	ports4/6any   proto . port : verdict          published on every host address
+//	dnat4/6       addr . proto . port : ctr addr . port . tag   published on one host address
+//	dnat4/6any    proto . port : ctr addr . port . tag          published on every host address
+//	ports4/6(any) the same keys : verdict         the layout before the data maps
 //	guarded       ifname                          host veths under anti-spoofing (both tables)
 //	gmac          ifname . ether_addr             the MAC each may send from
 //	gip4/6        ifname . address                the addresses each may send from
@@ -62,14 +65,20 @@
 // An attachment is identified by (network, containerID, ifname). Its
 // objects are named from that identity alone: the chains a-<net8>-<att16>
 // and g-<net8>-<att16> (8 hex digits of a hash of the network, 16 of a hash
-// of (network, containerID, ifname); see pkg/ident). Each ports map element
-// goes to the a- chain and carries the identity as its comment. The
+// of (network, containerID, ifname); see pkg/ident). Each DNAT map element
+// carries the identity as its comment, and its datum ends with 4 bytes of
+// the attachment tag: no two attachments' data are equal even when their
+// container address and port are (overlapping subnets in two networks),
+// so the kernel refuses a second attachment's element for a held key, as
+// it did when the datum was a goto to the attachment's chain. The
 // anti-spoofing elements are keyed by the host veth's name first (itself
 // derived from the identity), so each belongs to one attachment.
 //
-// The chains are also the attachment's record: each DNAT rule's comment is
-// "nswire port <proto> <hostIP>:<hostPort> -> <ip>:<port>", which is
-// exactly the key of the map element that leads to it. The g- chain holds
+// The chains are the attachment's record, made of rules without
+// expressions (nothing jumps to them, and a commit never validates them).
+// Each a- rule's comment is "nswire port <proto> <hostIP>:<hostPort> ->
+// <ip>:<port>", which gives the key and datum of one DNAT map element. The
+// g- chain holds
 // rules without expressions whose comments are "nswire guard <hostVeth>
 // <identity>", "mac <mac>" or "nomac", and "ip <addr>" per address: the
 // keys of its guard set elements. Nothing jumps to a g- chain. So DEL,
@@ -77,10 +86,10 @@
 //
 //  1. asks the kernel for the three chains by name (targeted GETs: the
 //     kernel looks them up in its per-table hash) and, in the same round,
-//     for the DNAT chain's rules,
-//  2. GETs each recorded port element by key and keeps it if it still
-//     points at the attachment's chain (never deleting another
-//     attachment's element), and reads the g- chain's rules,
+//     for the a- chain's rules,
+//  2. GETs each recorded port element by key and keeps it if its datum is
+//     still the attachment's (never deleting another attachment's
+//     element), and reads the g- chain's rules,
 //  3. deletes those elements, the guard elements and the chains in one
 //     transaction. Each guard element is added, then deleted: the pair
 //     commits whether or not the element was there, so no GET per element
@@ -127,16 +136,25 @@
 // address (see Port conflicts), and one transaction; a DEL is two rounds
 // and one transaction.
 //
-// A commit that adds a jump or goto (a ports map element) validates the
-// jump graph of its table, from the base chains through the ports maps
-// into every attachment's a- chain: its cost grows with the number of
-// attachments that publish ports. Anti-spoofing adds only plain set
-// elements and rules without expressions, which the kernel does not
-// validate, so the bridge table's commit cost does not grow. (The layout
-// before the guard sets jumped from a map to a chain per attachment; at
-// 980 attachments that commit took 2.5-3.4 ms in the kernel.)
+// An ADD or DEL commits only set and map elements without verdicts and
+// rules without expressions, which the kernel does not validate: the cost
+// of a commit does not grow with the number of attachments. (A commit
+// that adds a jump or goto validates the jump graph of its table through
+// every map into every chain. The layouts before the guard sets and the
+// DNAT data maps jumped from a map element to a chain per attachment: at
+// 980 attachments such a commit took 2.5-3.4 ms in the kernel for
+// anti-spoofing, 1.4-1.8 ms for a DNAT chain.)
 //
-// # Upgrade from the layout before the guard sets
+// # Upgrade from the layouts before the guard sets and the DNAT data maps
+//
+// The first ADD after an upgrade finds the base chains of the older layout
+// (the probes count guard-pre's rules and the ports chain's use) and
+// rebuilds them. It then moves every published port of the older layout
+// into the data maps: each verdict element's key, its a- chain's DNAT
+// rule comment for the datum, one transaction replacing the elements and
+// turning those chains into records (migrate.go). The ports chain keeps
+// looking up the verdict maps after the data maps, for an element a binary
+// of the older layout still adds during the upgrade.
 //
 // Base chains keep `iifname vmap @guard` first, so attachments made by the
 // previous layout stay guarded by their g- chains (which return to the

@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -126,13 +127,14 @@ func (f *Firewall) ensureTables() error {
 	if err := f.commit(addSkeleton(f.enc.c)); err != nil {
 		return fmt.Errorf("create nftables table %s: %w", TableName, err)
 	}
-	return nil
+	return f.migratePorts()
 }
 
-// portsUse is the use count of the intact inet chain "ports": its 4 rules
+// portsUse is the use count of the intact inet chain "ports": its 8 rules
 // plus the gotos of nat-pre and nat-out. Flushing the table (or any of
-// those chains) lowers it.
-const portsUse = 6
+// those chains) lowers it, and so does the layout before the DNAT data
+// maps (4 rules).
+const portsUse = 10
 
 // guardPreRules is the number of rules of the bridge chain guard-pre
 // (guardBase(true)); a test keeps the two in step. Any other count means
@@ -239,12 +241,12 @@ func (f *Firewall) diagnoseConflict(nm names, keys []portKey, local map[int][]ne
 	for _, k := range keys {
 		for _, o := range append([]portKey{k}, overlapping(k, local)...) {
 			e, err := f.getElem(inetTable, o.set(), o.key())
-			if err != nil || !e.found || e.chain == nm.att {
+			if err != nil || !e.found || bytes.Equal(e.data, k.data(nm.tag)) {
 				continue
 			}
 			holder := e.comment
 			if holder == "" {
-				holder = e.chain
+				holder = "another attachment"
 			}
 			what := "is already published"
 			if o.key() != nil && o.set() != k.set() {

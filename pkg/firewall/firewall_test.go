@@ -361,18 +361,18 @@ func TestDelRemovesExactlyOneAttachment(t *testing.T) {
 	y := tp.addContainer(b, 3, PortMapping{HostPort: 8081, ContainerPort: 80})
 	tp.add(x)
 	tp.add(y)
-	if n := tp.count(inetTable, "ports4any"); n != 3 {
-		t.Fatalf("ports4any has %d elements, want 3", n)
+	if n := tp.count(inetTable, "dnat4any"); n != 3 {
+		t.Fatalf("dnat4any has %d elements, want 3", n)
 	}
-	if n := tp.count(inetTable, "ports6any"); n != 3 {
-		t.Fatalf("ports6any has %d elements, want 3", n)
+	if n := tp.count(inetTable, "dnat6any"); n != 3 {
+		t.Fatalf("dnat6any has %d elements, want 3", n)
 	}
 	if n := tp.count(brTable, setGuarded); n != 2 {
 		t.Fatalf("bridge guard has %d elements, want 2", n)
 	}
 	must(t, tp.fw.Del(x.att), "Del x")
-	if n := tp.count(inetTable, "ports4any"); n != 1 {
-		t.Fatalf("after Del: ports4any has %d elements, want 1", n)
+	if n := tp.count(inetTable, "dnat4any"); n != 1 {
+		t.Fatalf("after Del: dnat4any has %d elements, want 1", n)
 	}
 	if n := tp.count(brTable, setGuarded); n != 1 {
 		t.Fatalf("after Del: guard has %d elements, want 1", n)
@@ -398,7 +398,7 @@ func TestDelWithIdentityOnly(t *testing.T) {
 	id := &Attachment{Net: Network{Name: x.att.Net.Name}, ContainerID: x.att.ContainerID, IfName: "eth0"}
 	must(t, tp.fw.Del(id), "Del")
 	must(t, tp.fw.Del(id), "Del again")
-	n := tp.count(inetTable, "ports4any") + tp.count(inetTable, "ports6any")
+	n := tp.count(inetTable, "dnat4any") + tp.count(inetTable, "dnat6any")
 	for _, set := range append(guardSets, setNoICCBr) {
 		n += tp.count(brTable, set)
 	}
@@ -493,8 +493,8 @@ func TestGC(t *testing.T) {
 			t.Fatalf("after GC set %s has %d elements, want %d", set, n, want)
 		}
 	}
-	if n := tp.count(inetTable, "ports4any"); n != 2 {
-		t.Fatalf("after GC ports4any has %d, want 2 (one valid + other network)", n)
+	if n := tp.count(inetTable, "dnat4any"); n != 2 {
+		t.Fatalf("after GC dnat4any has %d, want 2 (one valid + other network)", n)
 	}
 	must(t, tp.fw.Check(cs[1].att), "valid attachment survives")
 	must(t, tp.fw.Check(o.att), "other network survives")
@@ -502,8 +502,8 @@ func TestGC(t *testing.T) {
 		t.Fatal("collected attachment still checks")
 	}
 	must(t, tp.fw.GC(b.Network, nil), "GC all")
-	if n := tp.count(inetTable, "ports4any"); n != 1 {
-		t.Fatalf("after GC all ports4any has %d, want 1", n)
+	if n := tp.count(inetTable, "dnat4any"); n != 1 {
+		t.Fatalf("after GC all dnat4any has %d, want 1", n)
 	}
 	// Network-level elements of the collected network are gone, the other's stay.
 	if n := tp.count(inetTable, "masq4"); n != 2 { // start+end of one prefix
@@ -519,7 +519,7 @@ func TestPortConflicts(t *testing.T) {
 	tp.add(x)
 	y := tp.addContainer(b, 3)
 	snapshot := func() string {
-		return fmt.Sprint(tp.count(inetTable, "ports4any"), tp.count(inetTable, "ports4"), tp.count(inetTable, "ports6any"),
+		return fmt.Sprint(tp.count(inetTable, "dnat4any"), tp.count(inetTable, "dnat4"), tp.count(inetTable, "dnat6any"),
 			tp.count(brTable, setGuarded), tp.chains(nftables.TableFamilyINet, attPrefix), tp.chains(nftables.TableFamilyBridge, guardPrefix))
 	}
 	before := snapshot()
@@ -581,8 +581,8 @@ func TestConcurrentAdds(t *testing.T) {
 	if len(rules) != 1 {
 		t.Fatalf("nat-pre has %d rules, want 1", len(rules))
 	}
-	if n := tp.count(inetTable, "ports4any"); n != 8 {
-		t.Fatalf("ports4any has %d, want 8", n)
+	if n := tp.count(inetTable, "dnat4any"); n != 8 {
+		t.Fatalf("dnat4any has %d, want 8", n)
 	}
 }
 

@@ -83,3 +83,70 @@ func queueLegacyGuard(t *testing.T, c *nftables.Conn, x *ctr) {
 		Key: ifname(x.hostIf), VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: nm.guard}, Comment: nm.owner,
 	}}), "legacy guard element")
 }
+
+// TestUpgradeFromVerdictPorts: published ports made by the layout before
+// the DNAT data maps (the ports chain looks up verdict maps whose elements
+// go to an a- chain holding the DNAT rules) keep working across the first
+// ADD of this layout, which moves them into the data maps: CHECK passes,
+// a conflicting ADD is refused, DEL removes everything.
+func TestUpgradeFromVerdictPorts(t *testing.T) {
+	tp := newTopo(t)
+	b := tp.addBridge(1, nil)
+	old := tp.addContainer(b, 2, PortMapping{HostPort: 8080, ContainerPort: 80})
+	peer := tp.addContainer(b, 3)
+	tp.add(old)
+	serve(t, old.ns, 80)
+	c := tp.fw.testConn(t)
+	ports := &nftables.Chain{Table: inetTable, Name: chainPorts}
+	c.FlushChain(ports)
+	for _, fam := range []int{4, 6} {
+		for _, any := range []bool{false, true} {
+			c.AddRule(&nftables.Rule{Table: inetTable, Chain: ports, Exprs: portsRule(fam, any, true)})
+		}
+	}
+	nm := namesOf(old.att.Net.Name, old.att.ContainerID, old.att.IfName)
+	att := &nftables.Chain{Table: inetTable, Name: nm.att}
+	c.FlushChain(att)
+	for _, k := range portKeys(old.att) {
+		c.AddRule(&nftables.Rule{Table: inetTable, Chain: att, Exprs: legacyDNAT(k), UserData: comment(k.record())})
+		must(t, c.SetDeleteElements(setDef(inetTable, k.set()), []nftables.SetElement{{Key: k.key()}}), "queue")
+		must(t, c.SetAddElements(setDef(inetTable, legacyPortsSet(k.fam, k.any)), []nftables.SetElement{{
+			Key: k.key(), VerdictData: &expr.Verdict{Kind: expr.VerdictGoto, Chain: nm.att}, Comment: nm.owner,
+		}}), "queue")
+	}
+	must(t, c.Flush(), "legacy layout")
+	tp.mustReach(tp.up, "tcp", hp(hostUp4, 8080), nil, up4.String())
+
+	tp.add(peer) // rebuilds the ports chain and moves the old elements
+	for _, set := range []string{"ports4any", "ports6any"} {
+		if n := tp.count(inetTable, set); n != 0 {
+			t.Fatalf("legacy map %s holds %d elements after the upgrade", set, n)
+		}
+	}
+	tp.mustReach(tp.up, "tcp", hp(hostUp4, 8080), nil, up4.String())
+	tp.mustReach(tp.up, "tcp", hp(hostUp6, 8080), nil, up6.String())
+	must(t, tp.fw.Check(old.att), "Check moved attachment")
+	peer.att.Ports = []PortMapping{{HostPort: 8080, ContainerPort: 80}}
+	wantCode(t, tp.fw.Add(peer.att), ErrPortConflict, nm.owner)
+
+	must(t, tp.fw.Del(old.att), "Del moved attachment")
+	if n := tp.count(inetTable, "dnat4any") + tp.count(inetTable, "dnat6any"); n != 0 {
+		t.Fatalf("%d port elements left after Del", n)
+	}
+	if got := tp.chains(nftables.TableFamilyINet, attPrefix); len(got) != 0 {
+		t.Fatalf("a- chains left: %v", got)
+	}
+}
+
+// legacyDNAT is a DNAT rule of the layout before the data maps.
+func legacyDNAT(k portKey) []expr.Any {
+	natFam := uint32(unix.NFPROTO_IPV4)
+	if k.fam == 6 {
+		natFam = unix.NFPROTO_IPV6
+	}
+	return []expr.Any{
+		&expr.Immediate{Register: 1, Data: ipBytes(k.ctrIP, k.fam)},
+		&expr.Immediate{Register: 2, Data: be16(k.ctrPort)},
+		&expr.NAT{Type: expr.NATTypeDestNAT, Family: natFam, RegAddrMin: 1, RegProtoMin: 2, Specified: true},
+	}
+}

@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"encoding/hex"
 	"fmt"
 	"github.com/nswire/nswire/pkg/ident"
 	"net"
@@ -22,8 +23,9 @@ func attTag(network, containerID, ifName string) string {
 // names are the per-attachment objects, all derived from the identity.
 type names struct {
 	owner string // element comment: network/containerID/ifname
-	att   string // inet chain holding the DNAT rules
-	guard string // anti-spoof chain (bridge table, or inet table in routed mode)
+	att   string // inet chain recording the published keys
+	guard string // anti-spoof record chain (bridge table, or inet table in routed mode)
+	tag   []byte // 4 bytes of the attachment tag, ending each DNAT map datum
 }
 
 func namesOf(network, containerID, ifName string) names {
@@ -32,7 +34,18 @@ func namesOf(network, containerID, ifName string) names {
 		owner: network + "/" + containerID + "/" + ifName,
 		att:   attPrefix + n + "-" + a,
 		guard: guardPrefix + n + "-" + a,
+		tag:   tagBytes(a),
 	}
+}
+
+// tagBytes are the first 4 bytes of a hex attachment tag. They make each
+// DNAT map datum unique to its attachment, as the goto of a verdict map
+// was: two attachments may have the same container address and port (in
+// two networks whose subnets overlap), and the overlap and conflict checks
+// rely on the kernel refusing an element whose data differs.
+func tagBytes(att16 string) []byte {
+	b, _ := hex.DecodeString(att16[:8])
+	return b
 }
 
 // portKey is one published (family, protocol, host address, host port):
@@ -47,7 +60,14 @@ type portKey struct {
 	ctrPort  int
 }
 
-func (k portKey) set() string { return portsSet(k.fam, k.any) }
+func (k portKey) set() string { return dnatSet(k.fam, k.any) }
+
+// data is the DNAT map datum of k for the attachment tagged tag: the
+// container address, then port (the registers the NAT expression reads),
+// then the tag (read by nothing but the kernel's duplicate check).
+func (k portKey) data(tag []byte) []byte {
+	return concat(ipBytes(k.ctrIP, k.fam), be16(k.ctrPort), tag)
+}
 
 func (k portKey) key() []byte {
 	pp := []byte{protoNums[k.proto]}
@@ -72,7 +92,7 @@ func (k portKey) String() string {
 	return fmt.Sprintf("hostPort %s/%s", k.hostString(), k.proto)
 }
 
-// record is the comment of the DNAT rule serving the key; DEL and GC parse
+// record is the comment of the a- chain rule recording the key; DEL and GC parse
 // it back to find the element to delete without any other state.
 func (k portKey) record() string {
 	return fmt.Sprintf("nswire port %s %s -> %s", k.proto, k.hostString(),

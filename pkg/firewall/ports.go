@@ -6,14 +6,17 @@ import (
 	"slices"
 
 	"github.com/google/nftables"
-	"github.com/google/nftables/expr"
-	"golang.org/x/sys/unix"
 )
 
-// queuePorts adds the attachment's DNAT chain and its map elements, plus
-// the overlap assertions: adding an element with our verdict and deleting
-// it in the same transaction fails with EEXIST exactly when someone else
-// holds that key, and leaves nothing behind otherwise.
+// queuePorts adds the attachment's record chain and its DNAT map
+// elements, plus the overlap assertions: adding an element with our datum
+// and deleting it in the same transaction fails with EEXIST exactly when
+// someone else holds that key (each datum ends with the attachment's tag),
+// and leaves nothing behind otherwise.
+//
+// The a- chain only records the keys: its rules have no expressions, so
+// nothing in a commit validates it (a verdict map element going to a
+// chain per attachment made every commit walk all of them).
 func queuePorts(c *nftables.Conn, nm names, keys []portKey, local map[int][]net.IP) error {
 	if len(keys) == 0 {
 		return nil
@@ -21,19 +24,18 @@ func queuePorts(c *nftables.Conn, nm names, keys []portKey, local map[int][]net.
 	ch := &nftables.Chain{Table: inetTable, Name: nm.att}
 	c.AddChain(ch)
 	c.FlushChain(ch)
-	to := &expr.Verdict{Kind: expr.VerdictGoto, Chain: nm.att}
 	for _, k := range keys {
-		c.AddRule(&nftables.Rule{Table: inetTable, Chain: ch, Exprs: dnatRule(k), UserData: comment(k.record())})
+		c.AddRule(&nftables.Rule{Table: inetTable, Chain: ch, UserData: comment(k.record())})
 	}
 	for _, k := range keys {
-		el := []nftables.SetElement{{Key: k.key(), VerdictData: to, Comment: nm.owner}}
+		el := []nftables.SetElement{{Key: k.key(), Val: k.data(nm.tag), Comment: nm.owner}}
 		if err := c.SetAddElements(setDef(inetTable, k.set()), el); err != nil {
 			return err
 		}
 	}
 	for _, k := range keys {
 		for _, o := range overlapping(k, local) {
-			el := []nftables.SetElement{{Key: o.key(), VerdictData: to}}
+			el := []nftables.SetElement{{Key: o.key(), Val: k.data(nm.tag)}}
 			s := setDef(inetTable, o.set())
 			if err := c.SetAddElements(s, el); err != nil {
 				return err
@@ -74,7 +76,7 @@ func (f *Firewall) localAddrs(keys []portKey) (map[int][]net.IP, error) {
 	}
 	out := map[int][]net.IP{}
 	for _, fam := range []int{4, 6} {
-		r := dumpElemsReq(inetTable, portsSet(fam, false))
+		r := dumpElemsReq(inetTable, dnatSet(fam, false))
 		if err := f.q.exchange(r); err != nil {
 			return nil, err
 		}
@@ -98,23 +100,4 @@ func (f *Firewall) localAddrs(keys []portKey) (map[int][]net.IP, error) {
 		}
 	}
 	return out, nil
-}
-
-func dnatRule(k portKey) []expr.Any {
-	natFam := uint32(unix.NFPROTO_IPV4)
-	if k.fam == 6 {
-		natFam = unix.NFPROTO_IPV6
-	}
-	e := cat(nfproto(k.fam), []expr.Any{
-		meta(expr.MetaKeyL4PROTO, reg1), cmp(expr.CmpOpEq, reg1, []byte{protoNums[k.proto]}),
-		load(expr.PayloadBaseTransportHeader, 2, 2, reg1), cmp(expr.CmpOpEq, reg1, be16(k.hostPort)),
-	})
-	if !k.any {
-		e = append(e, daddr(k.fam, reg1), cmp(expr.CmpOpEq, reg1, ipBytes(k.hostIP, k.fam)))
-	}
-	return append(e,
-		&expr.Immediate{Register: 1, Data: ipBytes(k.ctrIP, k.fam)},
-		&expr.Immediate{Register: 2, Data: be16(k.ctrPort)},
-		&expr.NAT{Type: expr.NATTypeDestNAT, Family: natFam, RegAddrMin: 1, RegProtoMin: 2, Specified: true},
-	)
 }

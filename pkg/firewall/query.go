@@ -216,7 +216,8 @@ func (f *Firewall) chainExists(t *nftables.Table, name string) (bool, error) {
 type elem struct {
 	found       bool
 	key, keyEnd []byte
-	chain       string // jump/goto target
+	chain       string // jump/goto target (verdict maps)
+	data        []byte // datum (data maps)
 	comment     string
 }
 
@@ -238,22 +239,36 @@ func parseElemMsg(b []byte, out *elem) error {
 	if err != nil {
 		return err
 	}
-	eachElem(ad, func(e *netlink.AttributeDecoder) {
-		out.found = true
-		for e.Next() {
-			switch e.Type() {
-			case unix.NFTA_SET_ELEM_KEY:
-				out.key = nestedValue(e, unix.NFTA_DATA_VALUE)
-			case nftaSetElemKeyEnd:
-				out.keyEnd = nestedValue(e, unix.NFTA_DATA_VALUE)
-			case unix.NFTA_SET_ELEM_DATA:
-				out.chain = verdictChain(e)
-			case unix.NFTA_SET_ELEM_USERDATA:
-				out.comment, _ = userdata.GetString(e.Bytes(), userdata.NFTNL_UDATA_SET_ELEM_COMMENT)
-			}
-		}
-	})
+	eachElem(ad, func(e *netlink.AttributeDecoder) { *out = decodeElem(e) })
 	return ad.Err()
+}
+
+// elems decodes the elements a GETSETELEM dump returned, verdicts
+// included (google/nftables' listing drops them).
+func (r *request) elems() []elem {
+	var out []elem
+	r.replies(func(ad *netlink.AttributeDecoder) {
+		eachElem(ad, func(e *netlink.AttributeDecoder) { out = append(out, decodeElem(e)) })
+	})
+	return out
+}
+
+func decodeElem(e *netlink.AttributeDecoder) elem {
+	out := elem{found: true}
+	for e.Next() {
+		switch e.Type() {
+		case unix.NFTA_SET_ELEM_KEY:
+			out.key = nestedValue(e, unix.NFTA_DATA_VALUE)
+		case nftaSetElemKeyEnd:
+			out.keyEnd = nestedValue(e, unix.NFTA_DATA_VALUE)
+		case unix.NFTA_SET_ELEM_DATA:
+			out.chain = verdictChain(e)
+			out.data = nestedValue(e, unix.NFTA_DATA_VALUE)
+		case unix.NFTA_SET_ELEM_USERDATA:
+			out.comment, _ = userdata.GetString(e.Bytes(), userdata.NFTNL_UDATA_SET_ELEM_COMMENT)
+		}
+	}
+	return out
 }
 
 // verdictChain is the chain a verdict (NFTA_DATA_VERDICT nested in ad's

@@ -42,11 +42,11 @@ func TestScale200(t *testing.T) {
 
 	counts := func(p4, p6, guards, chains int) {
 		t.Helper()
-		if n := tp.count(inetTable, "ports4any"); n != p4 {
-			t.Fatalf("ports4any: %d elements, want %d", n, p4)
+		if n := tp.count(inetTable, "dnat4any"); n != p4 {
+			t.Fatalf("dnat4any: %d elements, want %d", n, p4)
 		}
-		if n := tp.count(inetTable, "ports6any"); n != p6 {
-			t.Fatalf("ports6any: %d elements, want %d", n, p6)
+		if n := tp.count(inetTable, "dnat6any"); n != p6 {
+			t.Fatalf("dnat6any: %d elements, want %d", n, p6)
 		}
 		if n := tp.count(brTable, setGuarded); n != guards {
 			t.Fatalf("guard: %d elements, want %d", n, guards)

@@ -25,15 +25,20 @@ const (
 	setGuard    = "guard" // ifname : verdict, the layout before the guard sets (see guardBase)
 	setNoICCBr  = "noicc" // bridge table: host ports of attachments with icc=false
 	chainPorts  = "ports"
-	attPrefix   = "a-" // per-attachment DNAT chain: a-<net8>-<att16>
+	attPrefix   = "a-" // per-attachment published ports record: a-<net8>-<att16>
 	guardPrefix = "g-" // per-attachment anti-spoof chain: g-<net8>-<att16>
 )
 
-func portsSet(fam int, any bool) string {
-	s := "ports4"
-	if fam == 6 {
-		s = "ports6"
-	}
+// dnatSet names the DNAT data map of a family, for one host address or
+// ("any") every host address.
+func dnatSet(fam int, any bool) string { return famSet("dnat", fam, any) }
+
+// legacyPortsSet names the verdict maps of the layout before the DNAT data
+// maps, whose elements go to a- chains holding the DNAT rules.
+func legacyPortsSet(fam int, any bool) string { return famSet("ports", fam, any) }
+
+func famSet(base string, fam int, any bool) string {
+	s := sN(base, fam)
 	if any {
 		s += "any"
 	}
@@ -102,6 +107,8 @@ func setDef(t *nftables.Table, name string) *nftables.Set {
 		return vm(nftables.MustConcatSetType(addrType(fam), nftables.TypeInetProto, nftables.TypeInetService), true)
 	case "ports4any", "ports6any":
 		return vm(nftables.MustConcatSetType(nftables.TypeInetProto, nftables.TypeInetService), true)
+	case "dnat4", "dnat6", "dnat4any", "dnat6any":
+		return dnatDef(t, name)
 	}
 	fam := 4
 	if name[len(name)-1] == '6' {
@@ -116,8 +123,25 @@ func setDef(t *nftables.Table, name string) *nftables.Set {
 	}
 }
 
+// dnatDef is a DNAT data map: (host address .) protocol . port to
+// container address . port . attachment tag (see portKey.data).
+func dnatDef(t *nftables.Table, name string) *nftables.Set {
+	fam, any := 4, len(name) > 5
+	if name[4] == '6' {
+		fam = 6
+	}
+	key := []nftables.SetDatatype{nftables.TypeInetProto, nftables.TypeInetService}
+	if !any {
+		key = append([]nftables.SetDatatype{addrType(fam)}, key...)
+	}
+	return &nftables.Set{Table: t, Name: name, IsMap: true, Concatenation: true,
+		KeyType:  nftables.MustConcatSetType(key...),
+		DataType: nftables.MustConcatSetType(addrType(fam), nftables.TypeInetService, nftables.TypeMark)}
+}
+
 func inetSetNames() []string {
-	names := append([]string{setGuard, "ports4", "ports4any", "ports6", "ports6any"}, guardSets...)
+	names := append([]string{setGuard, "ports4", "ports4any", "ports6", "ports6any",
+		"dnat4", "dnat4any", "dnat6", "dnat6any"}, guardSets...)
 	for _, fam := range []int{4, 6} {
 		for _, b := range []string{nsNets, nsIso, nsMasq, nsInternal, nsIntra, nsNoICC, nsNoMasq} {
 			names = append(names, sN(b, fam))
@@ -183,16 +207,15 @@ func skeletonChains() []chainRules {
 			nfproto(4), []expr.Any{nh(16, 1, reg1), cmp(expr.CmpOpEq, reg1, []byte{127}), verdict(expr.VerdictDrop)}),
 	}, guardBase(false)...)...)
 
-	// DNAT of published ports, for packets from outside and from the host.
+	// DNAT of published ports, for packets from outside and from the host:
+	// through the data maps, then through the verdict maps of the layout
+	// before them (elements a binary of that layout may still add).
 	toPorts := cat(fibDaddrLocal(), []expr.Any{jumpTo(expr.VerdictGoto, chainPorts)})
 	var ports [][]expr.Any
-	for _, fam := range []int{4, 6} {
-		n := regsFor(fam)
-		ports = append(ports,
-			cat(nfproto(fam), []expr.Any{daddr(fam, reg32), meta(expr.MetaKeyL4PROTO, reg32+n),
-				load(expr.PayloadBaseTransportHeader, 2, 2, reg32+n+1), vmap(portsSet(fam, false), reg32)}),
-			cat(nfproto(fam), []expr.Any{meta(expr.MetaKeyL4PROTO, reg32),
-				load(expr.PayloadBaseTransportHeader, 2, 2, reg32+1), vmap(portsSet(fam, true), reg32)}))
+	for _, legacy := range []bool{false, true} {
+		for _, fam := range []int{4, 6} {
+			ports = append(ports, portsRule(fam, false, legacy), portsRule(fam, true, legacy))
+		}
 	}
 	put(&nftables.Chain{Table: inetTable, Name: chainPorts}, ports...)
 	put(baseChain(inetTable, "nat-pre", nat, nftables.ChainHookPrerouting, PrioDstNAT), toPorts)
@@ -240,6 +263,34 @@ func skeletonChains() []chainRules {
 		[]expr.Any{meta(expr.MetaKeyIIFNAME, reg1), lookup(setNoICCBr, reg1, false),
 			meta(expr.MetaKeyPKTTYPE, reg1), cmp(expr.CmpOpNeq, reg1, []byte{unix.PACKET_HOST}), verdict(expr.VerdictDrop)})
 	return chains
+}
+
+// portsRule is one rule of the chain "ports": it loads the key of a
+// family's map for one host address or any, then looks it up.
+func portsRule(fam int, any, legacy bool) []expr.Any {
+	var key []expr.Any
+	n := uint32(0)
+	if !any {
+		key, n = []expr.Any{daddr(fam, reg32)}, regsFor(fam)
+	}
+	key = append(key, meta(expr.MetaKeyL4PROTO, reg32+n), load(expr.PayloadBaseTransportHeader, 2, 2, reg32+n+1))
+	return cat(nfproto(fam), key, portLookup(fam, any, legacy))
+}
+
+// portLookup ends a ports rule whose key is in reg32: a DNAT data map
+// lookup and the translation to its datum, or a legacy verdict map.
+func portLookup(fam int, any, legacy bool) []expr.Any {
+	if legacy {
+		return []expr.Any{vmap(legacyPortsSet(fam, any), reg32)}
+	}
+	natFam := uint32(unix.NFPROTO_IPV4)
+	if fam == 6 {
+		natFam = unix.NFPROTO_IPV6
+	}
+	return []expr.Any{
+		&expr.Lookup{SourceRegister: reg32, SetName: dnatSet(fam, any), DestRegister: reg1, IsDestRegSet: true},
+		&expr.NAT{Type: expr.NATTypeDestNAT, Family: natFam, RegAddrMin: reg1, RegProtoMin: reg32 + regsFor(fam), Specified: true},
+	}
 }
 
 func cat(parts ...[]expr.Any) []expr.Any {

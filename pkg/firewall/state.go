@@ -16,8 +16,8 @@ import (
 type state struct {
 	nm          names
 	attExists   bool
-	ports       []portKey                    // recorded in the DNAT chain and present in their map, pointing at us
-	records     []string                     // all DNAT rule comments
+	ports       []portKey                    // recorded in the a- chain and present in their map with our datum
+	records     []string                     // all a- chain rule comments
 	guardChains []*nftables.Table            // tables holding the guard chain
 	guardIn     map[*nftables.Table][]string // guard chain -> its rule comments
 }
@@ -25,9 +25,9 @@ type state struct {
 // readOpts tunes readState to its caller.
 type readOpts struct {
 	// extra requests ride along with the first round (at most one dump,
-	// and then the DNAT chain is not dumped speculatively).
+	// and then the a- chain is not dumped speculatively).
 	extra []*request
-	// speculate asks in the first round for the DNAT chain's rules: DEL
+	// speculate asks in the first round for the a- chain's rules: DEL
 	// and CHECK expect the attachment to exist, a fresh ADD does not.
 	speculate bool
 }
@@ -76,9 +76,9 @@ type stateReader struct {
 	st         *state
 	o          readOpts
 	round      []*request
-	att        *request                     // GET of the DNAT chain
+	att        *request                     // GET of the ports record chain
 	guard      map[*nftables.Table]*request // GET of the guard chain, per table
-	attRules   *request                     // dump of the DNAT chain's rules
+	attRules   *request                     // dump of the ports record chain's rules
 	guardRules map[*nftables.Table]*request // dump of the guard chain's rules
 	ports      []*request                   // GET of each recorded port element
 	portKeys   []portKey
@@ -183,15 +183,15 @@ func (r *stateReader) askNextDump() {
 	}
 }
 
-// takePorts keeps the recorded port elements that point at the DNAT chain.
+// takePorts keeps the recorded port elements whose datum is the attachment's.
 func (r *stateReader) takePorts() error {
 	for i, q := range r.ports {
 		e, err := q.elem()
 		if err != nil {
 			return err
 		}
-		if e.found && e.chain == r.st.nm.att {
-			r.st.ports = append(r.st.ports, r.portKeys[i])
+		if k := r.portKeys[i]; e.found && bytes.Equal(e.data, k.data(r.st.nm.tag)) {
+			r.st.ports = append(r.st.ports, k)
 		}
 	}
 	return nil
@@ -321,6 +321,7 @@ var ownedMaps = []struct {
 	set string
 }{
 	{inetTable, "ports4"}, {inetTable, "ports4any"}, {inetTable, "ports6"}, {inetTable, "ports6any"},
+	{inetTable, "dnat4"}, {inetTable, "dnat4any"}, {inetTable, "dnat6"}, {inetTable, "dnat6any"},
 	{inetTable, setGuard}, {brTable, setGuard}, {brTable, setNoICCBr},
 }
 
@@ -329,28 +330,26 @@ var ownedMaps = []struct {
 // records were destroyed by someone else.
 func (f *Firewall) delOrphanedRefs(st *state) error {
 	found := false
-	nft, err := f.conn()
-	if err != nil {
-		return err
-	}
 	for _, m := range ownedMaps {
-		set := setDef(m.t, m.set)
-		els, err := nft.GetSetElements(set)
-		if isNotFound(err) {
+		r := dumpElemsReq(m.t, m.set)
+		if err := f.q.exchange(r); err != nil {
+			return f.commit(err)
+		}
+		if isNotFound(r.err) {
 			continue
 		}
-		if err != nil {
-			return fmt.Errorf("list %s: %w", m.set, err)
+		if r.err != nil {
+			return f.commit(fmt.Errorf("list %s: %w", m.set, r.err))
 		}
 		var mine []nftables.SetElement
-		for _, e := range els {
-			if e.Comment == st.nm.owner || (e.VerdictData != nil && (e.VerdictData.Chain == st.nm.att || e.VerdictData.Chain == st.nm.guard)) {
-				mine = append(mine, nftables.SetElement{Key: e.Key})
+		for _, e := range r.elems() {
+			if e.comment == st.nm.owner || e.chain == st.nm.att || e.chain == st.nm.guard {
+				mine = append(mine, nftables.SetElement{Key: e.key})
 			}
 		}
 		if len(mine) > 0 {
 			found = true
-			if err := f.enc.c.SetDeleteElements(set, mine); err != nil {
+			if err := f.enc.c.SetDeleteElements(setDef(m.t, m.set), mine); err != nil {
 				return f.commit(err)
 			}
 		}

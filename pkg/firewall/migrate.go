@@ -1,0 +1,109 @@
+package firewall
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
+)
+
+// migratePorts moves the published ports of attachments made by the layout
+// before the DNAT data maps (verdict map elements going to a- chains that
+// hold the DNAT rules) into the data maps, and turns their a- chains into
+// records. It runs after the base chains were rebuilt, so on an upgraded
+// host once, and finds nothing to do otherwise (four empty listings).
+// Moving them keeps a single place to look for who holds a port: the
+// conflict checks see only the data maps.
+func (f *Firewall) migratePorts() error {
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		// A concurrent migration may commit first: our deletes then fail
+		// with ENOENT and a new listing finds what is left.
+		if err = f.migratePortsOnce(); !isNotFound(err) && !errors.Is(err, unix.EEXIST) {
+			return err
+		}
+	}
+	return err
+}
+
+func (f *Firewall) migratePortsOnce() error {
+	nft, err := f.conn()
+	if err != nil {
+		return err
+	}
+	records := map[string][]string{} // a- chain -> its rule comments
+	moved := map[string]bool{}       // a- chains whose elements moved
+	c := f.enc.c
+	for _, fam := range []int{4, 6} {
+		for _, any := range []bool{false, true} {
+			legacy := setDef(inetTable, legacyPortsSet(fam, any))
+			r := dumpElemsReq(inetTable, legacy.Name)
+			if err := f.q.exchange(r); err != nil {
+				return f.commit(err)
+			}
+			if isNotFound(r.err) {
+				continue
+			}
+			if r.err != nil {
+				return f.commit(fmt.Errorf("list %s: %w", legacy.Name, r.err))
+			}
+			for _, e := range r.elems() {
+				k, ok, err := legacyKey(nft, records, fam, any, e)
+				if err != nil {
+					return f.commit(err)
+				}
+				if !ok {
+					continue // not nswire's record: left to the legacy rules
+				}
+				moved[e.chain] = true
+				tag := tagBytes(e.chain[len(e.chain)-16:])
+				if err := c.SetDeleteElements(legacy, []nftables.SetElement{{Key: e.key}}); err != nil {
+					return f.commit(err)
+				}
+				el := []nftables.SetElement{{Key: e.key, Val: k.data(tag), Comment: e.comment}}
+				if err := c.SetAddElements(setDef(inetTable, k.set()), el); err != nil {
+					return f.commit(err)
+				}
+			}
+		}
+	}
+	for name := range moved {
+		ch := &nftables.Chain{Table: inetTable, Name: name}
+		c.FlushChain(ch)
+		for _, cm := range records[name] {
+			c.AddRule(&nftables.Rule{Table: inetTable, Chain: ch, UserData: comment(cm)})
+		}
+	}
+	if err := f.commit(nil); err != nil {
+		return fmt.Errorf("firewall: move published ports to the DNAT maps: %w", err)
+	}
+	return nil
+}
+
+// legacyKey finds the published key a legacy verdict map element stands
+// for in the records (DNAT rule comments) of the a- chain it goes to,
+// reading that chain once into records.
+func legacyKey(nft *nftables.Conn, records map[string][]string, fam int, any bool, e elem) (portKey, bool, error) {
+	if !strings.HasPrefix(e.chain, attPrefix) || len(e.chain) < 16 {
+		return portKey{}, false, nil
+	}
+	name := e.chain
+	if _, read := records[name]; !read {
+		rules, err := nft.GetRules(inetTable, &nftables.Chain{Table: inetTable, Name: name})
+		if err != nil {
+			return portKey{}, false, fmt.Errorf("read chain %s: %w", name, err)
+		}
+		records[name] = []string{}
+		for _, r := range rules {
+			records[name] = append(records[name], ruleComment(r))
+		}
+	}
+	for _, cm := range records[name] {
+		if k, ok := parseRecord(cm); ok && k.fam == fam && k.any == any && string(k.key()) == string(e.key) {
+			return k, true, nil
+		}
+	}
+	return portKey{}, false, nil
+}

@@ -132,7 +132,7 @@
 // google/nftables but sent by nswire with a single acknowledgement
 // requested, on the last message (failures of any message and of the
 // commit are reported before it). A fresh ADD is one round of GETs, plus
-// one dump of ports4 and of ports6 when a port is published on every host
+// one dump of dnat4 and of dnat6 when a port is published on every host
 // address (see Port conflicts), and one transaction; a DEL is two rounds
 // and one transaction.
 //
@@ -149,30 +149,31 @@
 //
 // The first ADD after an upgrade finds the base chains of the older layout
 // (the probes count guard-pre's rules and the ports chain's use) and
-// rebuilds them. It then moves every published port of the older layout
-// into the data maps: each verdict element's key, its a- chain's DNAT
-// rule comment for the datum, one transaction replacing the elements and
-// turning those chains into records (migrate.go). The ports chain keeps
-// looking up the verdict maps after the data maps, for an element a binary
-// of the older layout still adds during the upgrade.
+// rebuilds them. It then moves what older attachments own (migrate.go):
+// each published port from its verdict element and its a- chain's DNAT
+// rule comment (the datum) into the data maps, each anti-spoofing chain's
+// record into the guard sets; one transaction each, which also turns
+// those chains into records. Attachments then read, check and delete as
+// if this layout had made them.
 //
-// Base chains keep `iifname vmap @guard` first, so attachments made by the
-// previous layout stay guarded by their g- chains (which return to the
-// base chain when a frame is allowed; their ports are not in @guarded).
-// DEL of such an attachment finds its chain still referenced (EBUSY) and
-// takes the slow path that lists the maps for elements naming it. CHECK
-// reports such attachments as missing their guard elements.
+// The base chains still consult the older maps (guard-pre and raw-pre
+// begin with `iifname vmap @guard`, the ports chain ends with the verdict
+// maps), for what a binary of the older layout adds while the upgrade
+// rolls out: its g- chains return into the base chain when a frame is
+// allowed, and their ports are not in @guarded. DEL of such an attachment
+// finds its chain still referenced (EBUSY) and takes the slow path that
+// lists the maps for elements naming it.
 //
 // # Port conflicts
 //
 // A published key is one map element, so a second attachment asking for
 // the same (proto, hostIP, hostPort) makes the kernel reject the whole
-// transaction (EEXIST: same key, different verdict). Overlaps between a
+// transaction (EEXIST: same key, different datum). Overlaps between a
 // specific hostIP and the wildcard are asserted in the same transaction:
-// the overlapping key is added with the attachment's own verdict and
+// the overlapping key is added with the attachment's own datum and
 // deleted again, which fails only if someone else holds it. For a wildcard
 // mapping the specific keys checked are the addresses that address-specific
-// mappings use (read from ports4 and ports6, one element per such mapping). On
+// mappings use (read from dnat4 and dnat6, one element per such mapping). On
 // failure, targeted GETs find which key is held and by whom for the error
 // message; nothing was changed.
 //

@@ -127,7 +127,10 @@ func (f *Firewall) ensureTables() error {
 	if err := f.commit(addSkeleton(f.enc.c)); err != nil {
 		return fmt.Errorf("create nftables table %s: %w", TableName, err)
 	}
-	return f.migratePorts()
+	if err := f.migratePorts(); err != nil {
+		return err
+	}
+	return f.migrateGuards()
 }
 
 // portsUse is the use count of the intact inet chain "ports": its 8 rules

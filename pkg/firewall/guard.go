@@ -132,9 +132,20 @@ func (g guardSpec) elems() []element {
 // queueGuard writes the attachment's record chain and its guard elements.
 func queueGuard(c *nftables.Conn, a *Attachment, nm names) error {
 	t := guardTable(a.Net)
-	g := specOf(a, nm.owner)
 	ch := &nftables.Chain{Table: t, Name: nm.guard}
 	c.AddChain(ch)
+	if err := queueRecordedGuard(c, t, ch, specOf(a, nm.owner)); err != nil {
+		return err
+	}
+	if a.Net.Bridge != "" && !a.Net.ICC {
+		return c.SetAddElements(setDef(brTable, setNoICCBr), []nftables.SetElement{{Key: ifname(a.HostIf), Comment: nm.owner}})
+	}
+	return nil
+}
+
+// queueRecordedGuard refills the record chain ch with g's record and
+// adds g's guard elements.
+func queueRecordedGuard(c *nftables.Conn, t *nftables.Table, ch *nftables.Chain, g guardSpec) error {
 	c.FlushChain(ch)
 	for _, r := range g.record() {
 		c.AddRule(&nftables.Rule{Table: t, Chain: ch, UserData: comment(r)})
@@ -143,9 +154,6 @@ func queueGuard(c *nftables.Conn, a *Attachment, nm names) error {
 		if err := c.SetAddElements(setDef(t, e.set), []nftables.SetElement{{Key: e.key, Comment: e.comment}}); err != nil {
 			return err
 		}
-	}
-	if a.Net.Bridge != "" && !a.Net.ICC {
-		return c.SetAddElements(setDef(brTable, setNoICCBr), []nftables.SetElement{{Key: ifname(a.HostIf), Comment: nm.owner}})
 	}
 	return nil
 }

@@ -13,7 +13,8 @@ import (
 // before the guard sets (guard-pre holds one rule, a verdict map lookup,
 // and each attachment's g- chain is jumped to by a map element) keeps its
 // attachments protected after the first ADD of this layout rebuilds the
-// base chains, and DEL removes such an attachment completely.
+// base chains and moves them into the sets; CHECK then passes and DEL
+// removes such an attachment completely.
 func TestUpgradeFromGuardChains(t *testing.T) {
 	tp := newTopo(t)
 	b := tp.addBridge(1, nil)
@@ -45,8 +46,12 @@ func TestUpgradeFromGuardChains(t *testing.T) {
 	if !skeletonIntact(p, g) {
 		t.Fatalf("guard-pre has %d rules after the upgrade, want %d", len(g.msgs), guardPreRules)
 	}
+	if n := tp.count(brTable, setGuard); n != 0 {
+		t.Fatalf("legacy guard map holds %d elements after the upgrade", n)
+	}
 	tp.mustReach(old.ns, "tcp", hp(peer.ip4, 80), old.ip4, old.ip4.String())
 	tp.mustNotReach(old.ns, "tcp", hp(peer.ip4, 80), spoof)
+	must(t, tp.fw.Check(old.att), "Check moved attachment")
 
 	must(t, tp.fw.Del(old.att), "Del legacy attachment")
 	nm := namesOf(old.att.Net.Name, old.att.ContainerID, old.att.IfName)

@@ -16,16 +16,74 @@ import (
 // host once, and finds nothing to do otherwise (four empty listings).
 // Moving them keeps a single place to look for who holds a port: the
 // conflict checks see only the data maps.
-func (f *Firewall) migratePorts() error {
+func (f *Firewall) migratePorts() error { return retryMove(f.migratePortsOnce) }
+
+// migrateGuards moves the anti-spoofing of attachments made by the layout
+// before the guard sets (a g- chain of match-and-return rules, reached
+// through the guard map) into the sets, and turns those chains into
+// records: CHECK then sees them as this layout made them. Like
+// migratePorts it runs after the base chains were rebuilt.
+func (f *Firewall) migrateGuards() error { return retryMove(f.migrateGuardsOnce) }
+
+// retryMove runs one moving transaction again when a concurrent one
+// committed first: our deletes then fail with ENOENT and a new listing
+// finds what is left.
+func retryMove(once func() error) error {
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
-		// A concurrent migration may commit first: our deletes then fail
-		// with ENOENT and a new listing finds what is left.
-		if err = f.migratePortsOnce(); !isNotFound(err) && !errors.Is(err, unix.EEXIST) {
+		if err = once(); !isNotFound(err) && !errors.Is(err, unix.EEXIST) {
 			return err
 		}
 	}
 	return err
+}
+
+func (f *Firewall) migrateGuardsOnce() error {
+	nft, err := f.conn()
+	if err != nil {
+		return err
+	}
+	c := f.enc.c
+	for _, t := range guardTables {
+		r := dumpElemsReq(t, setGuard)
+		if err := f.q.exchange(r); err != nil {
+			return f.commit(err)
+		}
+		if isNotFound(r.err) {
+			continue
+		}
+		if r.err != nil {
+			return f.commit(fmt.Errorf("list %s: %w", setGuard, r.err))
+		}
+		for _, e := range r.elems() {
+			if !strings.HasPrefix(e.chain, guardPrefix) {
+				continue
+			}
+			ch := &nftables.Chain{Table: t, Name: e.chain}
+			rules, err := nft.GetRules(t, ch)
+			if err != nil {
+				return f.commit(fmt.Errorf("read chain %s: %w", e.chain, err))
+			}
+			comments := make([]string, len(rules))
+			for i, rl := range rules {
+				comments[i] = ruleComment(rl)
+			}
+			g, ok := parseGuardRecord(comments)
+			if !ok || string(ifname(g.hostIf)) != string(e.key) {
+				continue // not nswire's record: left to the legacy rule
+			}
+			if err := c.SetDeleteElements(setDef(t, setGuard), []nftables.SetElement{{Key: e.key}}); err != nil {
+				return f.commit(err)
+			}
+			if err := queueRecordedGuard(c, t, ch, g); err != nil {
+				return f.commit(err)
+			}
+		}
+	}
+	if err := f.commit(nil); err != nil {
+		return fmt.Errorf("firewall: move anti-spoofing to the guard sets: %w", err)
+	}
+	return nil
 }
 
 func (f *Firewall) migratePortsOnce() error {

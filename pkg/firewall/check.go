@@ -109,7 +109,7 @@ func checkPorts(nm names, st *state, keys []portKey, elems []*request) error {
 		switch {
 		case !e.found:
 			return fmt.Errorf("firewall: published %s of %s: element missing from map %s", k, nm.owner, k.set())
-		case !bytes.Equal(e.data, k.data(nm.tag)):
+		case !bytes.Equal(e.data, k.data()) || e.comment != nm.owner:
 			return fmt.Errorf("firewall: published %s of %s: map %s holds another translation (owner %q)", k, nm.owner, k.set(), e.comment)
 		}
 		if !slices.Contains(st.records, k.record()) {

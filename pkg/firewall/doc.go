@@ -44,8 +44,8 @@
 //
 // Sets and maps (4 and 6 stand for one per address family):
 //
-//	dnat4/6       addr . proto . port : ctr addr . port . tag   published on one host address
-//	dnat4/6any    proto . port : ctr addr . port . tag          published on every host address
+//	dnat4/6       addr . proto . port : ctr addr . port   published on one host address
+//	dnat4/6any    proto . port : ctr addr . port          published on every host address
 //	ports4/6(any) the same keys : verdict         the layout before the data maps
 //	guarded       ifname                          host veths under anti-spoofing (both tables)
 //	gmac          ifname . ether_addr             the MAC each may send from
@@ -66,11 +66,11 @@
 // objects are named from that identity alone: the chains a-<net8>-<att16>
 // and g-<net8>-<att16> (8 hex digits of a hash of the network, 16 of a hash
 // of (network, containerID, ifname); see pkg/ident). Each DNAT map element
-// carries the identity as its comment, and its datum ends with 4 bytes of
-// the attachment tag: no two attachments' data are equal even when their
-// container address and port are (overlapping subnets in two networks),
-// so the kernel refuses a second attachment's element for a held key, as
-// it did when the datum was a goto to the attachment's chain. The
+// carries the identity as its comment, and is added with NLM_F_EXCL: the
+// kernel refuses a key that is held, even with an equal datum (two
+// attachments in networks with overlapping subnets may translate to the
+// same address and port). An element is the attachment's when its datum
+// matches the record and its comment names the attachment. The
 // anti-spoofing elements are keyed by the host veth's name first (itself
 // derived from the identity), so each belongs to one attachment.
 //
@@ -168,7 +168,7 @@
 //
 // A published key is one map element, so a second attachment asking for
 // the same (proto, hostIP, hostPort) makes the kernel reject the whole
-// transaction (EEXIST: same key, different datum). Overlaps between a
+// transaction (EEXIST: the key is held). Overlaps between a
 // specific hostIP and the wildcard are asserted in the same transaction:
 // the overlapping key is added with the attachment's own datum and
 // deleted again, which fails only if someone else holds it. For a wildcard

@@ -1,7 +1,6 @@
 package firewall
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -111,7 +110,7 @@ func (f *Firewall) commit(queueErr error) error {
 	if err != nil {
 		return err
 	}
-	return f.q.batch(msgs)
+	return f.q.batch(exclusive(msgs))
 }
 
 // EnsureTables creates or repairs nswire's tables, sets and base chains.
@@ -244,7 +243,7 @@ func (f *Firewall) diagnoseConflict(nm names, keys []portKey, local map[int][]ne
 	for _, k := range keys {
 		for _, o := range append([]portKey{k}, overlapping(k, local)...) {
 			e, err := f.getElem(inetTable, o.set(), o.key())
-			if err != nil || !e.found || bytes.Equal(e.data, k.data(nm.tag)) {
+			if err != nil || !e.found || ownedBy(e.comment, nm) {
 				continue
 			}
 			holder := e.comment

@@ -659,3 +659,29 @@ func withZeros(m map[string]int) map[string]int {
 	}
 	return out
 }
+
+// TestSameTranslationConflicts: two attachments whose container address
+// and port are equal (two networks with overlapping subnets) produce equal
+// DNAT map data; a port one holds is still refused to the other, an
+// overlap assertion never deletes the holder's element, and the loser's
+// DEL leaves it alone.
+func TestSameTranslationConflicts(t *testing.T) {
+	tp := newTopo(t)
+	b, b2 := tp.addBridge(1, nil), tp.addBridge(2, nil)
+	x := tp.addContainer(b, 2, PortMapping{HostPort: 8080, ContainerPort: 80})
+	tp.add(x)
+	serve(t, x.ns, 80)
+	y := tp.addContainer(b2, 2)
+	y.att.IPs = x.att.IPs
+	owner := x.att.Net.Name + "/" + x.att.ContainerID + "/eth0"
+	for _, ports := range [][]PortMapping{
+		{{HostPort: 8080, ContainerPort: 80}},
+		{{HostPort: 8080, ContainerPort: 80, HostIP: hostUp4.String()}},
+	} {
+		y.att.Ports = ports
+		wantCode(t, tp.fw.Add(y.att), ErrPortConflict, owner)
+		must(t, tp.fw.Del(y.att), "Del of the refused attachment")
+		must(t, tp.fw.Check(x.att), "holder intact")
+	}
+	tp.mustReach(tp.up, "tcp", hp(hostUp4, 8080), nil, up4.String())
+}

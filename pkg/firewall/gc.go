@@ -92,7 +92,7 @@ func (f *Firewall) GC(n Network, valid []types.GCAttachment) error {
 			}
 		}
 	}) {
-		nm := names{owner: n.Name + "/gc:" + tag, att: attPrefix + prefixTag + tag, guard: guardPrefix + prefixTag + tag, tag: tagBytes(tag)}
+		nm := names{owner: n.Name + "/gc:" + tag, att: attPrefix + prefixTag + tag, guard: guardPrefix + prefixTag + tag}
 		if err := f.delByNames(nm, ""); err != nil {
 			errs = append(errs, err)
 		}

@@ -116,11 +116,10 @@ func (f *Firewall) migratePortsOnce() error {
 					continue // not nswire's record: left to the legacy rules
 				}
 				moved[e.chain] = true
-				tag := tagBytes(e.chain[len(e.chain)-16:])
 				if err := c.SetDeleteElements(legacy, []nftables.SetElement{{Key: e.key}}); err != nil {
 					return f.commit(err)
 				}
-				el := []nftables.SetElement{{Key: e.key, Val: k.data(tag), Comment: e.comment}}
+				el := []nftables.SetElement{{Key: e.key, Val: k.data(), Comment: e.comment}}
 				if err := c.SetAddElements(setDef(inetTable, k.set()), el); err != nil {
 					return f.commit(err)
 				}

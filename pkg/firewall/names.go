@@ -1,11 +1,11 @@
 package firewall
 
 import (
-	"encoding/hex"
 	"fmt"
 	"github.com/nswire/nswire/pkg/ident"
 	"net"
 	"strconv"
+	"strings"
 )
 
 func hash(parts ...string) string { return ident.Hex(32, parts...) }
@@ -25,7 +25,6 @@ type names struct {
 	owner string // element comment: network/containerID/ifname
 	att   string // inet chain recording the published keys
 	guard string // anti-spoof record chain (bridge table, or inet table in routed mode)
-	tag   []byte // 4 bytes of the attachment tag, ending each DNAT map datum
 }
 
 func namesOf(network, containerID, ifName string) names {
@@ -34,18 +33,15 @@ func namesOf(network, containerID, ifName string) names {
 		owner: network + "/" + containerID + "/" + ifName,
 		att:   attPrefix + n + "-" + a,
 		guard: guardPrefix + n + "-" + a,
-		tag:   tagBytes(a),
 	}
 }
 
-// tagBytes are the first 4 bytes of a hex attachment tag. They make each
-// DNAT map datum unique to its attachment, as the goto of a verdict map
-// was: two attachments may have the same container address and port (in
-// two networks whose subnets overlap), and the overlap and conflict checks
-// rely on the kernel refusing an element whose data differs.
-func tagBytes(att16 string) []byte {
-	b, _ := hex.DecodeString(att16[:8])
-	return b
+// ownedBy reports whether an element's comment names the attachment whose
+// chains nm names. GC knows an attachment only by the tags in its chain
+// names, so the comment's identity is hashed back to them.
+func ownedBy(comment string, nm names) bool {
+	id := strings.Split(comment, "/")
+	return len(id) == 3 && namesOf(id[0], id[1], id[2]).att == nm.att
 }
 
 // portKey is one published (family, protocol, host address, host port):
@@ -62,11 +58,9 @@ type portKey struct {
 
 func (k portKey) set() string { return dnatSet(k.fam, k.any) }
 
-// data is the DNAT map datum of k for the attachment tagged tag: the
-// container address, then port (the registers the NAT expression reads),
-// then the tag (read by nothing but the kernel's duplicate check).
-func (k portKey) data(tag []byte) []byte {
-	return concat(ipBytes(k.ctrIP, k.fam), be16(k.ctrPort), tag)
+// data is the DNAT map datum of k: the container address, then port.
+func (k portKey) data() []byte {
+	return concat(ipBytes(k.ctrIP, k.fam), be16(k.ctrPort))
 }
 
 func (k portKey) key() []byte {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -328,4 +329,29 @@ func (e *encoder) take() ([]netlink.Message, error) {
 	out := e.msgs
 	e.msgs = nil
 	return out, nil
+}
+
+// exclusive sets NLM_F_EXCL on the messages adding elements to a DNAT map,
+// so that the kernel refuses a key that is present whatever its datum. Two
+// attachments may translate to the same container address and port (in
+// two networks whose subnets overlap): without the flag, the second one's
+// element would be taken as already there, and its overlap assertion
+// (add, then delete) would delete the first one's element.
+func exclusive(msgs []netlink.Message) []netlink.Message {
+	newElem := netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWSETELEM)
+	for i := range msgs {
+		if msgs[i].Header.Type != newElem || len(msgs[i].Data) < 4 {
+			continue
+		}
+		ad, err := netlink.NewAttributeDecoder(msgs[i].Data[4:])
+		if err != nil {
+			continue
+		}
+		for ad.Next() {
+			if ad.Type() == unix.NFTA_SET_ELEM_LIST_SET && strings.HasPrefix(ad.String(), "dnat") {
+				msgs[i].Header.Flags |= netlink.Excl
+			}
+		}
+	}
+	return msgs
 }

@@ -28,14 +28,14 @@ func queuePorts(c *nftables.Conn, nm names, keys []portKey, local map[int][]net.
 		c.AddRule(&nftables.Rule{Table: inetTable, Chain: ch, UserData: comment(k.record())})
 	}
 	for _, k := range keys {
-		el := []nftables.SetElement{{Key: k.key(), Val: k.data(nm.tag), Comment: nm.owner}}
+		el := []nftables.SetElement{{Key: k.key(), Val: k.data(), Comment: nm.owner}}
 		if err := c.SetAddElements(setDef(inetTable, k.set()), el); err != nil {
 			return err
 		}
 	}
 	for _, k := range keys {
 		for _, o := range overlapping(k, local) {
-			el := []nftables.SetElement{{Key: o.key(), Val: k.data(nm.tag)}}
+			el := []nftables.SetElement{{Key: o.key(), Val: k.data()}}
 			s := setDef(inetTable, o.set())
 			if err := c.SetAddElements(s, el); err != nil {
 				return err

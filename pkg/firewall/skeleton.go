@@ -124,7 +124,7 @@ func setDef(t *nftables.Table, name string) *nftables.Set {
 }
 
 // dnatDef is a DNAT data map: (host address .) protocol . port to
-// container address . port . attachment tag (see portKey.data).
+// container address . port. Elements are added exclusively (see exclusive).
 func dnatDef(t *nftables.Table, name string) *nftables.Set {
 	fam, any := 4, len(name) > 5
 	if name[4] == '6' {
@@ -136,7 +136,7 @@ func dnatDef(t *nftables.Table, name string) *nftables.Set {
 	}
 	return &nftables.Set{Table: t, Name: name, IsMap: true, Concatenation: true,
 		KeyType:  nftables.MustConcatSetType(key...),
-		DataType: nftables.MustConcatSetType(addrType(fam), nftables.TypeInetService, nftables.TypeMark)}
+		DataType: nftables.MustConcatSetType(addrType(fam), nftables.TypeInetService)}
 }
 
 func inetSetNames() []string {

@@ -190,7 +190,7 @@ func (r *stateReader) takePorts() error {
 		if err != nil {
 			return err
 		}
-		if k := r.portKeys[i]; e.found && bytes.Equal(e.data, k.data(r.st.nm.tag)) {
+		if k := r.portKeys[i]; e.found && bytes.Equal(e.data, k.data()) && ownedBy(e.comment, r.st.nm) {
 			r.st.ports = append(r.st.ports, k)
 		}
 	}

@@ -181,7 +181,7 @@ func (f *Firewall) Add(a *Attachment) error {
 	for _, na := range netAsserts {
 		extra = append(extra, na.probe()...)
 	}
-	st, err := f.readState(nm, readOpts{extra: extra})
+	st, err := f.readState(nm, readOpts{extra: extra, keys: keys})
 	if err != nil {
 		return fmt.Errorf("firewall: add %s: %w", nm.owner, err)
 	}
@@ -202,7 +202,7 @@ func (f *Firewall) Add(a *Attachment) error {
 		if err := f.ensureTables(); err != nil {
 			return err
 		}
-		if st, err = f.readState(nm, readOpts{}); err != nil {
+		if st, err = f.readState(nm, readOpts{keys: keys}); err != nil {
 			return fmt.Errorf("firewall: add %s: %w", nm.owner, err)
 		}
 		err = f.addOnce(a, nm, st, keys, local, networkAsserts(a.Net, false))

@@ -46,3 +46,24 @@ func TestGuardPreRules(t *testing.T) {
 		t.Fatalf("guardBase(true) has %d rules, guardPreRules is %d", n, guardPreRules)
 	}
 }
+
+// TestReAddAfterRecordLost: an ADD repeated after someone flushed the
+// attachment's a- chain replaces the elements the record no longer names
+// (they are found by key and owner) instead of refusing them as held.
+func TestReAddAfterRecordLost(t *testing.T) {
+	tp := newTopo(t)
+	b := tp.addBridge(1, nil)
+	x := tp.addContainer(b, 2, PortMapping{HostPort: 8080, ContainerPort: 80})
+	tp.add(x)
+	nm := namesOf(x.att.Net.Name, x.att.ContainerID, x.att.IfName)
+	tp.fw.testConn(t).FlushChain(&nftables.Chain{Table: inetTable, Name: nm.att})
+	must(t, tp.fw.testConn(t).Flush(), "flush record")
+	if err := tp.fw.Check(x.att); err == nil {
+		t.Fatal("Check passed with the record flushed")
+	}
+	must(t, tp.fw.Add(x.att), "repeated Add")
+	must(t, tp.fw.Check(x.att), "Check after the repeated Add")
+	if n := tp.count(inetTable, "dnat4any"); n != 1 {
+		t.Fatalf("dnat4any has %d elements, want 1", n)
+	}
+}

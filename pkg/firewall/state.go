@@ -30,6 +30,10 @@ type readOpts struct {
 	// speculate asks in the first round for the a- chain's rules: DEL
 	// and CHECK expect the attachment to exist, a fresh ADD does not.
 	speculate bool
+	// keys are ports ADD is about to publish, asked for in the first
+	// round: an element of ours whose record is gone (someone flushed the
+	// a- chain) is replaced too, instead of refusing the exclusive add.
+	keys []portKey
 }
 
 // readState reads an attachment's objects: whether the DNAT chain and the
@@ -82,6 +86,7 @@ type stateReader struct {
 	guardRules map[*nftables.Table]*request // dump of the guard chain's rules
 	ports      []*request                   // GET of each recorded port element
 	portKeys   []portKey
+	own        []*request // GET of each of o.keys
 }
 
 // guardTables are the tables an attachment's guard chain may live in.
@@ -102,6 +107,10 @@ func (r *stateReader) askFirst() {
 	r.att = getChainReq(inetTable, nm.att)
 	r.guard = map[*nftables.Table]*request{brTable: getChainReq(brTable, nm.guard), inetTable: getChainReq(inetTable, nm.guard)}
 	r.round = append([]*request{r.att, r.guard[brTable], r.guard[inetTable]}, r.o.extra...)
+	for _, k := range r.o.keys {
+		r.own = append(r.own, getElemReq(inetTable, k.set(), k.key()))
+	}
+	r.round = append(r.round, r.own...)
 	if r.o.speculate && !slices.ContainsFunc(r.o.extra, func(q *request) bool { return q.dump }) {
 		r.attRules = dumpRulesReq(inetTable, nm.att)
 		r.round = append(r.round, r.attRules)
@@ -191,6 +200,17 @@ func (r *stateReader) takePorts() error {
 			return err
 		}
 		if k := r.portKeys[i]; e.found && bytes.Equal(e.data, k.data()) && ownedBy(e.comment, r.st.nm) {
+			r.st.ports = append(r.st.ports, k)
+		}
+	}
+	for i, q := range r.own {
+		e, err := q.elem()
+		if err != nil {
+			return err
+		}
+		k := r.o.keys[i]
+		known := slices.ContainsFunc(r.st.ports, func(p portKey) bool { return p.set() == k.set() && bytes.Equal(p.key(), k.key()) })
+		if e.found && ownedBy(e.comment, r.st.nm) && !known {
 			r.st.ports = append(r.st.ports, k)
 		}
 	}

@@ -67,3 +67,24 @@ func TestReAddAfterRecordLost(t *testing.T) {
 		t.Fatalf("dnat4any has %d elements, want 1", n)
 	}
 }
+
+// TestDelAfterGuardRecordLost: DEL of an attachment whose g- chain someone
+// flushed finds its guard elements by the host veth name it is given.
+func TestDelAfterGuardRecordLost(t *testing.T) {
+	tp := newTopo(t)
+	b := tp.addBridge(1, func(n *Network) { n.ICC = false })
+	x := tp.addContainer(b, 2)
+	y := tp.addContainer(b, 3)
+	tp.add(x)
+	tp.add(y)
+	nm := namesOf(x.att.Net.Name, x.att.ContainerID, x.att.IfName)
+	tp.fw.testConn(t).FlushChain(&nftables.Chain{Table: brTable, Name: nm.guard})
+	must(t, tp.fw.testConn(t).Flush(), "flush record")
+	must(t, tp.fw.Del(x.att), "Del")
+	for set, want := range map[string]int{setGuarded: 1, setGMAC: 1, setGIP4: 1, setGIP6: 2, setNoICCBr: 1} {
+		if n := tp.count(brTable, set); n != want {
+			t.Fatalf("after Del set %s has %d elements, want %d (the other attachment's)", set, n, want)
+		}
+	}
+	must(t, tp.fw.Check(y.att), "the other attachment is intact")
+}

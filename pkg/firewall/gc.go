@@ -113,29 +113,22 @@ func (f *Firewall) GC(n Network, valid []types.GCAttachment) error {
 // it, so the chain listing above could not find them). The owner is the
 // comment of the port's element in the set guarded.
 func (f *Firewall) gcUnrecorded(network string, keep map[string]bool) error {
-	nft, err := f.conn()
-	if err != nil {
-		return err
-	}
 	for _, t := range guardTables {
-		els, err := nft.GetSetElements(setDef(t, setGuarded))
-		if isNotFound(err) {
-			continue
-		}
+		els, err := f.listElems(t, setGuarded)
 		if err != nil {
-			return fmt.Errorf("firewall: gc: list guarded: %w", err)
+			return fmt.Errorf("firewall: gc: %w", err)
 		}
 		for _, e := range els {
-			id := strings.Split(e.Comment, "/")
+			id := strings.Split(e.comment, "/")
 			if len(id) != 3 || id[0] != network || keep[attTag(id[0], id[1], id[2])] {
 				continue
 			}
-			g, err := f.listGuard(t, string(bytes.TrimRight(e.Key, "\x00")))
+			g, err := f.listGuard(t, string(bytes.TrimRight(e.key, "\x00")))
 			if err == nil {
 				err = f.commit(queueUnguard(f.enc.c, t, g))
 			}
 			if err != nil {
-				return fmt.Errorf("firewall: gc %s: %w", e.Comment, err)
+				return fmt.Errorf("firewall: gc %s: %w", e.comment, err)
 			}
 		}
 	}

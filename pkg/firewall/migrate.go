@@ -45,17 +45,11 @@ func (f *Firewall) migrateGuardsOnce() error {
 	}
 	c := f.enc.c
 	for _, t := range guardTables {
-		r := dumpElemsReq(t, setGuard)
-		if err := f.q.exchange(r); err != nil {
+		els, err := f.listElems(t, setGuard)
+		if err != nil {
 			return f.commit(err)
 		}
-		if isNotFound(r.err) {
-			continue
-		}
-		if r.err != nil {
-			return f.commit(fmt.Errorf("list %s: %w", setGuard, r.err))
-		}
-		for _, e := range r.elems() {
+		for _, e := range els {
 			if !strings.HasPrefix(e.chain, guardPrefix) {
 				continue
 			}
@@ -97,17 +91,11 @@ func (f *Firewall) migratePortsOnce() error {
 	for _, fam := range []int{4, 6} {
 		for _, any := range []bool{false, true} {
 			legacy := setDef(inetTable, legacyPortsSet(fam, any))
-			r := dumpElemsReq(inetTable, legacy.Name)
-			if err := f.q.exchange(r); err != nil {
+			els, err := f.listElems(inetTable, legacy.Name)
+			if err != nil {
 				return f.commit(err)
 			}
-			if isNotFound(r.err) {
-				continue
-			}
-			if r.err != nil {
-				return f.commit(fmt.Errorf("list %s: %w", legacy.Name, r.err))
-			}
-			for _, e := range r.elems() {
+			for _, e := range els {
 				k, ok, err := legacyKey(nft, records, fam, any, e)
 				if err != nil {
 					return f.commit(err)

@@ -243,6 +243,23 @@ func parseElemMsg(b []byte, out *elem) error {
 	return ad.Err()
 }
 
+// listElems lists the elements of one set, verdicts included; a missing
+// set has none. A slow path: ADD and DEL never list a set of all
+// attachments.
+func (f *Firewall) listElems(t *nftables.Table, set string) ([]elem, error) {
+	r := dumpElemsReq(t, set)
+	if err := f.q.exchange(r); err != nil {
+		return nil, err
+	}
+	if isNotFound(r.err) {
+		return nil, nil
+	}
+	if r.err != nil {
+		return nil, fmt.Errorf("list %s: %w", set, r.err)
+	}
+	return r.elems(), nil
+}
+
 // elems decodes the elements a GETSETELEM dump returned, verdicts
 // included (google/nftables' listing drops them).
 func (r *request) elems() []elem {

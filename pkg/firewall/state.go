@@ -263,18 +263,14 @@ func (f *Firewall) queueDelete(st *state, hostIf string, dropChains bool) error 
 // attachment's record chain.
 func (f *Firewall) listGuard(t *nftables.Table, hostIf string) (guardSpec, error) {
 	g := guardSpec{hostIf: hostIf}
-	nft, err := f.conn()
-	if err != nil {
-		return g, err
-	}
 	h := ifname(hostIf)
 	for _, set := range []string{setGMAC, setGIP4, setGIP6} {
-		els, err := nft.GetSetElements(setDef(t, set))
-		if err != nil && !isNotFound(err) {
-			return g, fmt.Errorf("list %s: %w", set, err)
+		els, err := f.listElems(t, set)
+		if err != nil {
+			return g, err
 		}
 		for _, e := range els {
-			v, ok := bytes.CutPrefix(e.Key, h)
+			v, ok := bytes.CutPrefix(e.key, h)
 			switch {
 			case !ok:
 			case set == setGMAC && len(v) >= 6:
@@ -351,18 +347,12 @@ var ownedMaps = []struct {
 func (f *Firewall) delOrphanedRefs(st *state) error {
 	found := false
 	for _, m := range ownedMaps {
-		r := dumpElemsReq(m.t, m.set)
-		if err := f.q.exchange(r); err != nil {
+		els, err := f.listElems(m.t, m.set)
+		if err != nil {
 			return f.commit(err)
 		}
-		if isNotFound(r.err) {
-			continue
-		}
-		if r.err != nil {
-			return f.commit(fmt.Errorf("list %s: %w", m.set, r.err))
-		}
 		var mine []nftables.SetElement
-		for _, e := range r.elems() {
+		for _, e := range els {
 			if e.comment == st.nm.owner || e.chain == st.nm.att || e.chain == st.nm.guard {
 				mine = append(mine, nftables.SetElement{Key: e.key})
 			}

@@ -34,13 +34,9 @@ func (f *Firewall) Addresses(network string) (map[string][]net.IP, error) {
 			if ch.Table.Name != TableName || !strings.HasPrefix(ch.Name, prefix) {
 				continue
 			}
-			rules, err := nft.GetRules(t, &nftables.Chain{Name: ch.Name, Table: t})
+			comments, err := f.chainComments(t, ch.Name)
 			if err != nil {
-				return nil, fmt.Errorf("read chain %s: %w", ch.Name, err)
-			}
-			comments := make([]string, len(rules))
-			for i, r := range rules {
-				comments[i] = ruleComment(r)
+				return nil, err
 			}
 			if g, ok := parseGuardRecord(comments); ok {
 				out[g.owner] = slices.DeleteFunc(g.ips, func(ip net.IP) bool { return !ip.IsGlobalUnicast() })
@@ -119,8 +115,8 @@ func (f *Firewall) gcUnrecorded(network string, keep map[string]bool) error {
 			return fmt.Errorf("firewall: gc: %w", err)
 		}
 		for _, e := range els {
-			id := strings.Split(e.comment, "/")
-			if len(id) != 3 || id[0] != network || keep[attTag(id[0], id[1], id[2])] {
+			id, ok := parseOwner(e.comment)
+			if !ok || id[0] != network || keep[attTag(id[0], id[1], id[2])] {
 				continue
 			}
 			g, err := f.listGuard(t, string(bytes.TrimRight(e.key, "\x00")))

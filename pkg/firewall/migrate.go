@@ -39,10 +39,6 @@ func retryMove(once func() error) error {
 }
 
 func (f *Firewall) migrateGuardsOnce() error {
-	nft, err := f.conn()
-	if err != nil {
-		return err
-	}
 	c := f.enc.c
 	for _, t := range guardTables {
 		els, err := f.listElems(t, setGuard)
@@ -53,14 +49,9 @@ func (f *Firewall) migrateGuardsOnce() error {
 			if !strings.HasPrefix(e.chain, guardPrefix) {
 				continue
 			}
-			ch := &nftables.Chain{Table: t, Name: e.chain}
-			rules, err := nft.GetRules(t, ch)
+			comments, err := f.chainComments(t, e.chain)
 			if err != nil {
-				return f.commit(fmt.Errorf("read chain %s: %w", e.chain, err))
-			}
-			comments := make([]string, len(rules))
-			for i, rl := range rules {
-				comments[i] = ruleComment(rl)
+				return f.commit(err)
 			}
 			g, ok := parseGuardRecord(comments)
 			if !ok || string(ifname(g.hostIf)) != string(e.key) {
@@ -69,7 +60,7 @@ func (f *Firewall) migrateGuardsOnce() error {
 			if err := c.SetDeleteElements(setDef(t, setGuard), []nftables.SetElement{{Key: e.key}}); err != nil {
 				return f.commit(err)
 			}
-			if err := queueRecordedGuard(c, t, ch, g); err != nil {
+			if err := queueRecordedGuard(c, t, &nftables.Chain{Table: t, Name: e.chain}, g); err != nil {
 				return f.commit(err)
 			}
 		}
@@ -81,10 +72,6 @@ func (f *Firewall) migrateGuardsOnce() error {
 }
 
 func (f *Firewall) migratePortsOnce() error {
-	nft, err := f.conn()
-	if err != nil {
-		return err
-	}
 	records := map[string][]string{} // a- chain -> its rule comments
 	moved := map[string]bool{}       // a- chains whose elements moved
 	c := f.enc.c
@@ -96,7 +83,7 @@ func (f *Firewall) migratePortsOnce() error {
 				return f.commit(err)
 			}
 			for _, e := range els {
-				k, ok, err := legacyKey(nft, records, fam, any, e)
+				k, ok, err := f.legacyKey(records, fam, any, e)
 				if err != nil {
 					return f.commit(err)
 				}
@@ -130,20 +117,17 @@ func (f *Firewall) migratePortsOnce() error {
 // legacyKey finds the published key a legacy verdict map element stands
 // for in the records (DNAT rule comments) of the a- chain it goes to,
 // reading that chain once into records.
-func legacyKey(nft *nftables.Conn, records map[string][]string, fam int, any bool, e elem) (portKey, bool, error) {
+func (f *Firewall) legacyKey(records map[string][]string, fam int, any bool, e elem) (portKey, bool, error) {
 	if !strings.HasPrefix(e.chain, attPrefix) || len(e.chain) < 16 {
 		return portKey{}, false, nil
 	}
 	name := e.chain
 	if _, read := records[name]; !read {
-		rules, err := nft.GetRules(inetTable, &nftables.Chain{Table: inetTable, Name: name})
+		comments, err := f.chainComments(inetTable, name)
 		if err != nil {
-			return portKey{}, false, fmt.Errorf("read chain %s: %w", name, err)
+			return portKey{}, false, err
 		}
-		records[name] = []string{}
-		for _, r := range rules {
-			records[name] = append(records[name], ruleComment(r))
-		}
+		records[name] = comments
 	}
 	for _, cm := range records[name] {
 		if k, ok := parseRecord(cm); ok && k.fam == fam && k.any == any && string(k.key()) == string(e.key) {

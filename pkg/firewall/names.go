@@ -40,8 +40,14 @@ func namesOf(network, containerID, ifName string) names {
 // chains nm names. GC knows an attachment only by the tags in its chain
 // names, so the comment's identity is hashed back to them.
 func ownedBy(comment string, nm names) bool {
+	id, ok := parseOwner(comment)
+	return ok && namesOf(id[0], id[1], id[2]).att == nm.att
+}
+
+// parseOwner splits an element comment "network/containerID/ifname".
+func parseOwner(comment string) ([]string, bool) {
 	id := strings.Split(comment, "/")
-	return len(id) == 3 && namesOf(id[0], id[1], id[2]).att == nm.att
+	return id, len(id) == 3
 }
 
 // portKey is one published (family, protocol, host address, host port):

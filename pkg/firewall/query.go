@@ -243,6 +243,19 @@ func parseElemMsg(b []byte, out *elem) error {
 	return ad.Err()
 }
 
+// chainComments lists the rule comments of one chain, in order (a
+// missing chain has none): how records are read off the hot path.
+func (f *Firewall) chainComments(t *nftables.Table, chain string) ([]string, error) {
+	r := dumpRulesReq(t, chain)
+	if err := f.q.exchange(r); err != nil {
+		return nil, err
+	}
+	if r.err != nil && !isNotFound(r.err) {
+		return nil, fmt.Errorf("read chain %s: %w", chain, r.err)
+	}
+	return r.ruleComments(), nil
+}
+
 // listElems lists the elements of one set, verdicts included; a missing
 // set has none. A slow path: ADD and DEL never list a set of all
 // attachments.

@@ -36,7 +36,7 @@ type readOpts struct {
 	keys []portKey
 }
 
-// readState reads an attachment's objects: whether the DNAT chain and the
+// readState reads an attachment's objects: whether the a- chain and the
 // guard chain(s) exist (one GET each); their rule comments, the record of
 // the elements that belong to the attachment (one dump of one chain
 // each); each recorded port element (one GET each). The requests are
@@ -50,7 +50,7 @@ func (f *Firewall) readState(nm names, o readOpts) (*state, error) {
 	if err := r.takeChains(); err != nil {
 		return nil, err
 	}
-	// Later rounds: one dump each (DNAT rules first, then guard rules) with
+	// Later rounds: one dump each (a- chain first, then g- chains) with
 	// the GETs that the previous round made possible.
 	for {
 		r.round = r.round[:0]
@@ -101,7 +101,7 @@ func newStateReader(nm names, o readOpts) *stateReader {
 }
 
 // askFirst fills the first round: the chains by name, the caller's extra
-// requests and, when speculating, the DNAT chain's rules.
+// requests, ADD's own keys and, when speculating, the a- chain's rules.
 func (r *stateReader) askFirst() {
 	nm := r.st.nm
 	r.att = getChainReq(inetTable, nm.att)
@@ -136,7 +136,7 @@ func (r *stateReader) takeChains() error {
 	return nil
 }
 
-// takeAttRules keeps the DNAT chain's rule comments and asks for the
+// takeAttRules keeps the a- chain's rule comments and asks for the
 // element each port record names.
 func (r *stateReader) takeAttRules() error {
 	st := r.st
@@ -174,7 +174,7 @@ func (r *stateReader) takeGuardRules() error {
 	return nil
 }
 
-// askNextDump adds the round's one dump, if any is left: the DNAT chain's
+// askNextDump adds the round's one dump, if any is left: the a- chain's
 // rules, else one guard chain's rules.
 func (r *stateReader) askNextDump() {
 	st := r.st

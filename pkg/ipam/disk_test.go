@@ -216,6 +216,53 @@ func TestCorruptReservationFile(t *testing.T) {
 	}
 }
 
+// TestRebootRepairs: writes are not fsynced, so after a machine crash the
+// first use in the next boot rebuilds the index from the files and settles
+// what the crash tore, keeping every readable reservation.
+func TestRebootRepairs(t *testing.T) {
+	dir := t.TempDir()
+	netDir := filepath.Join(dir, "testnet")
+	conf := netConf(t, dir, `[[{"subnet":"10.0.0.0/24"}]]`)
+	for _, id := range []string{"a", "b"} {
+		if _, err := Add(req(conf, id, "eth0")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := openLocked(t, dir)
+	aIndex := s.indexPath(Attachment{"a", "eth0"})
+	s.Close()
+	// What a crash can leave: a's index torn, b's reservation emptied (its
+	// index still claims it), c's reservation without its index, an empty
+	// file nobody claims.
+	os.WriteFile(aIndex, []byte("nswire-index 1\na\n"), 0o600)
+	os.WriteFile(filepath.Join(netDir, "10.0.0.3"), nil, 0o600)
+	os.WriteFile(filepath.Join(netDir, "10.0.0.9"), []byte("c\r\neth0"), 0o600)
+	os.WriteFile(filepath.Join(netDir, "10.0.0.10"), nil, 0o600)
+	version := filepath.Join(netDir, indexDirName, versionFile)
+	os.WriteFile(version, []byte("1 00000000-0000-0000-0000-000000000000\n"), 0o600)
+
+	want := map[string]string{"a": "10.0.0.2/24", "b": "10.0.0.3/24", "c": "10.0.0.9/24"}
+	for id, ip := range want {
+		res, err := Add(req(conf, id, "eth0"))
+		if err != nil || res.IPs[0].Address.String() != ip {
+			t.Fatalf("ADD of %s after reboot = %v, %v; want %s kept", id, res, err, ip)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(netDir, "10.0.0.10")); !os.IsNotExist(err) {
+		t.Error("unclaimed empty reservation kept after reboot")
+	}
+	current, _ := indexVersion()
+	if got, _ := os.ReadFile(version); string(got) != current {
+		t.Errorf("version = %q, want %q", got, current)
+	}
+	for id := range want {
+		if err := Del(req(conf, id, "eth0")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	assertOnlyBookkeeping(t, netDir)
+}
+
 // TestMigrateHostLocalLayout: files laid out by host-local are indexed on
 // first use and behave as nswire's own.
 func TestMigrateHostLocalLayout(t *testing.T) {

@@ -74,18 +74,12 @@ func decodeIndex(data []byte) (Attachment, []netip.Addr, error) {
 // The hot path calls the unix package directly: os.OpenFile adds fstat,
 // fcntl and epoll_ctl calls per file that a small regular file never needs.
 
-// scratch is a file written under a fixed name in .nswire and not yet
-// durable. Scratch names are fixed because writers are serialized by the
-// lock.
-type scratch struct {
-	fd   int
-	path string // "" once renamed away
-}
-
-// newScratch creates dir/name holding data. A leftover of a crash is
-// unlinked, never truncated: it may be a hard link to a live reservation
-// (see renameNoReplace). Usually there is none, so try to create first.
-func newScratch(dir, name string, data []byte) (*scratch, error) {
+// writeTemp writes data to the scratch file dir/name and closes it; the
+// caller renames it into place. Scratch names are fixed because writers
+// are serialized by the lock. A leftover of a crash is unlinked, never
+// truncated: it may be a hard link to a live reservation (see
+// renameNoReplace). Usually there is none, so try to create first.
+func writeTemp(dir, name string, data []byte) (string, error) {
 	path := filepath.Join(dir, name)
 	fd, err := openExcl(path)
 	if errors.Is(err, unix.EEXIST) {
@@ -94,14 +88,17 @@ func newScratch(dir, name string, data []byte) (*scratch, error) {
 		}
 	}
 	if err != nil {
-		return nil, &os.PathError{Op: "create", Path: path, Err: err}
+		return "", &os.PathError{Op: "create", Path: path, Err: err}
 	}
-	sc := &scratch{fd: fd, path: path}
-	if err := writeAll(fd, data); err != nil {
-		sc.discard()
-		return nil, &os.PathError{Op: "write", Path: path, Err: err}
+	err = writeAll(fd, data)
+	if cerr := unix.Close(fd); err == nil {
+		err = cerr
 	}
-	return sc, nil
+	if err != nil {
+		_ = unix.Unlink(path)
+		return "", &os.PathError{Op: "write", Path: path, Err: err}
+	}
+	return path, nil
 }
 
 func openExcl(path string) (int, error) {
@@ -119,68 +116,6 @@ func writeAll(fd int, data []byte) error {
 		data = data[n:]
 	}
 	return nil
-}
-
-// startWriteback submits the data now, so that the fsyncs of several
-// scratch files overlap their I/O and, on a journaling filesystem, the
-// first fsync's commit already holds the others' block allocations (no
-// commit of their own). Only a hint: sync still decides.
-func (sc *scratch) startWriteback() {
-	_ = unix.SyncFileRange(sc.fd, 0, 0, unix.SYNC_FILE_RANGE_WRITE)
-}
-
-func (sc *scratch) sync() error {
-	if _, err := retryEINTR(func() (int, error) { return 0, unix.Fsync(sc.fd) }); err != nil {
-		return &os.PathError{Op: "fsync", Path: sc.path, Err: err}
-	}
-	return nil
-}
-
-// rename gives the scratch its real name, replacing what is there.
-func (sc *scratch) rename(to string) error {
-	if err := unix.Rename(sc.path, to); err != nil {
-		return &os.LinkError{Op: "rename", Old: sc.path, New: to, Err: err}
-	}
-	sc.path = ""
-	return nil
-}
-
-// renameNoReplace gives the scratch its real name, failing with
-// os.ErrExist if that exists.
-func (sc *scratch) renameNoReplace(to string) error {
-	if err := renameNoReplace(sc.path, to); err != nil {
-		return err
-	}
-	sc.path = ""
-	return nil
-}
-
-// discard closes the file and removes the scratch name, if still there.
-func (sc *scratch) discard() {
-	_ = unix.Close(sc.fd)
-	if sc.path != "" {
-		_ = unix.Unlink(sc.path)
-	}
-}
-
-// writeTemp writes data to the scratch file `name` in dir, fsynced if
-// sync, and closes it; the caller renames it into place.
-func writeTemp(dir, name string, data []byte, sync bool) (string, error) {
-	sc, err := newScratch(dir, name, data)
-	if err != nil {
-		return "", err
-	}
-	if sync {
-		err = sc.sync()
-	}
-	if cerr := unix.Close(sc.fd); err == nil && cerr != nil {
-		err = &os.PathError{Op: "close", Path: sc.path, Err: cerr}
-	}
-	if err != nil {
-		_ = unix.Unlink(sc.path)
-		return "", err
-	}
-	return sc.path, nil
 }
 
 // readSmall reads a small file (reservation, index, cursor) whole.
@@ -227,31 +162,6 @@ func renameNoReplace(from, to string) error {
 	return os.Remove(from)
 }
 
-// syncDir makes the names created or removed in dir durable.
-func syncDir(dir string) error {
-	fd, err := retryEINTR(func() (int, error) {
-		return unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	})
-	if err != nil {
-		return &os.PathError{Op: "open", Path: dir, Err: err}
-	}
-	_, err = retryEINTR(func() (int, error) { return 0, unix.Fsync(fd) })
-	if cerr := unix.Close(fd); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return &os.PathError{Op: "fsync", Path: dir, Err: err}
-	}
-	return nil
-}
-
-// syncFS flushes the whole filesystem once; rebuilds write many files and
-// one syncfs is far cheaper than an fsync per file.
-func syncFS(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return unix.Syncfs(int(f.Fd()))
-}
+// bootIDPath names the current boot; a store last checked in another boot
+// may hold what a machine crash tore (see ensureIndex).
+const bootIDPath = "/proc/sys/kernel/random/boot_id"

@@ -10,31 +10,50 @@ import (
 	"strings"
 )
 
-// ensureIndex builds the index once for a directory nswire has not indexed
-// yet (a host-local directory, or one whose migration crashed): under the
-// lock, from the reservation files, releasing nothing. The version file is
-// written last, so an interrupted migration simply runs again.
+// ensureIndex rebuilds the index from the reservation files when it cannot
+// be trusted: in a directory nswire has not indexed yet (a host-local
+// directory, or one whose migration was interrupted), and at the first use
+// in a new boot. Nothing is fsynced, so a machine crash may leave recent
+// files missing, empty or torn, but it also ends every attachment made
+// before it: after a reboot no reservation file can belong to a running
+// container, and the rebuild settles unreadable ones as GC does, keeping
+// every readable owner. A directory host-local wrote is only indexed:
+// nothing tells which boot its files are from. The version file, naming
+// the boot, is written last, so an interrupted rebuild runs again.
 func (s *DiskStore) ensureIndex() error {
-	if _, err := os.Stat(filepath.Join(s.indexDir, versionFile)); err == nil {
+	want, err := indexVersion()
+	if err != nil {
+		return err
+	}
+	have, err := readSmall(filepath.Join(s.indexDir, versionFile))
+	if err == nil && string(have) == want {
 		return nil
 	}
+	indexed := err == nil
 	if err := os.MkdirAll(s.indexDir, 0o700); err != nil {
 		return ioError("create "+s.indexDir, err)
 	}
-	if err := s.rebuild(func(Attachment) bool { return true }, false); err != nil {
+	if err := s.rebuild(func(Attachment) bool { return true }, indexed); err != nil {
 		return err
 	}
-	tmp, err := writeTemp(s.indexDir, "tmp.version", []byte("1\n"), true)
+	tmp, err := writeTemp(s.indexDir, "tmp.version", []byte(want))
 	if err == nil {
 		err = os.Rename(tmp, filepath.Join(s.indexDir, versionFile))
-	}
-	if err == nil {
-		err = syncDir(s.indexDir)
 	}
 	if err != nil {
 		return ioError("write index version", err)
 	}
 	return nil
+}
+
+// indexVersion is the version file's content: the index format and the
+// boot it was last checked in.
+func indexVersion() (string, error) {
+	data, err := readSmall(bootIDPath)
+	if err != nil {
+		return "", ioError("read boot ID", err)
+	}
+	return "1 " + strings.TrimSpace(string(data)) + "\n", nil
 }
 
 // GC releases every reservation whose owner keep rejects, settles corrupt
@@ -46,7 +65,8 @@ func (s *DiskStore) GC(keep func(Attachment) bool) error {
 
 // rebuild derives the index from the reservation files, the authority.
 // With gc, rejected owners are released and corrupt files are settled
-// using the old index's claims; without (migration), nothing is released.
+// using the old index's claims; without (host-local's files), nothing is
+// released.
 func (s *DiskStore) rebuild(keep func(Attachment) bool, gc bool) error {
 	claims, names, err := s.readIndexes()
 	if err != nil {
@@ -72,7 +92,7 @@ func (s *DiskStore) rebuild(keep func(Attachment) bool, gc bool) error {
 			owned[r.Owner] = append(owned[r.Owner], r.IP)
 		}
 	}
-	errs = append(errs, s.writeIndexes(owned, names), syncFS(s.dir))
+	errs = append(errs, s.writeIndexes(owned, names))
 	if err := errors.Join(errs...); err != nil {
 		return ioError("rebuild index of "+s.dir, err)
 	}
@@ -126,7 +146,7 @@ func (s *DiskStore) settleCorrupt(ip netip.Addr, claimants []Attachment, keep fu
 		}
 		return nil
 	case 1:
-		tmp, err := writeTemp(s.indexDir, "tmp.repair", encodeOwner(live[0]), true)
+		tmp, err := writeTemp(s.indexDir, "tmp.repair", encodeOwner(live[0]))
 		if err == nil {
 			err = os.Rename(tmp, s.ipPath(ip))
 		}
@@ -136,8 +156,7 @@ func (s *DiskStore) settleCorrupt(ip netip.Addr, claimants []Attachment, keep fu
 	return errors.New("corrupt reservation " + s.ipPath(ip) + " is claimed by several attachments; left reserved")
 }
 
-// writeIndexes makes the index match owned exactly. Files are not synced
-// one by one; rebuild ends with a single syncfs.
+// writeIndexes makes the index match owned exactly.
 func (s *DiskStore) writeIndexes(owned map[Attachment][]netip.Addr, existing map[string]bool) error {
 	var errs []error
 	want := map[string]bool{}
@@ -165,7 +184,7 @@ func (s *DiskStore) writeIndexIfChanged(name string, data []byte) error {
 	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
 		return nil
 	}
-	tmp, err := writeTemp(s.indexDir, "tmp.index", data, false)
+	tmp, err := writeTemp(s.indexDir, "tmp.index", data)
 	if err != nil {
 		return err
 	}

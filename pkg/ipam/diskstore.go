@@ -19,7 +19,7 @@ import (
 //	lock                    flock(2) target serializing all writers
 //	<ip>                    one reservation: "containerID\r\nifname"
 //	last_reserved_ip.<set>  allocation cursor of range set <set>
-//	.nswire/version         the index below is complete
+//	.nswire/version         the index below is complete, and in which boot
 //	.nswire/a-<hash>        index: attachment -> its addresses
 //	.nswire/tmp.*           scratch files, renamed into place
 //
@@ -240,11 +240,12 @@ func (s *DiskStore) Taken(ip netip.Addr) (bool, error) {
 	return true, nil
 }
 
-// Reserve makes the index point to every new address, durably, before
-// that address's file appears, so every reservation file is reachable from
-// its owner's index at every instant, even across power loss; the reverse
-// (a pointer to a missing file) is harmless and cleaned up on the next
-// write. The allocator checked the addresses are free under this lock;
+// Reserve makes the index point to every new address before that
+// address's file appears, so every reservation file is reachable from its
+// owner's index at every instant, whenever the writer is killed; the
+// reverse (a pointer to a missing file) is harmless and cleaned up on the
+// next write. A machine crash may lose any of it: the first use in the next
+// boot rebuilds the index (ensureIndex). The allocator checked the addresses are free under this lock;
 // renaming without replace makes sure, so no second check here.
 func (s *DiskStore) Reserve(a Attachment, ips []netip.Addr) error {
 	c, err := s.lookup(a)
@@ -277,7 +278,7 @@ func (s *DiskStore) addFiles(a Attachment, held, add []netip.Addr) error {
 		return err
 	}
 	defer b.discard()
-	created, err := b.commit(len(held) == 0)
+	created, err := b.commit()
 	if err == nil {
 		return nil
 	}
@@ -290,108 +291,67 @@ func (s *DiskStore) addFiles(a Attachment, held, add []netip.Addr) error {
 }
 
 // batch is one Reserve's new index and reservation files, written to
-// scratch files before any fsync so their writeback overlaps and, on a
-// journaling filesystem, one commit covers them all.
+// scratch files first so each appears whole under its real name.
 type batch struct {
 	s     *DiskStore
 	a     Attachment
-	index *scratch
+	index string // scratch paths; "" once renamed into place
 	ips   []netip.Addr
-	files []*scratch // files[i] holds the reservation of ips[i]
+	files []string // files[i] holds the reservation of ips[i]
 }
 
 func (s *DiskStore) stage(a Attachment, all, add []netip.Addr) (*batch, error) {
 	b := &batch{s: s, a: a, ips: add}
 	var err error
-	if b.index, err = newScratch(s.indexDir, "tmp.index", encodeIndex(a, all)); err != nil {
+	if b.index, err = writeTemp(s.indexDir, "tmp.index", encodeIndex(a, all)); err != nil {
 		return nil, ioError("write index of "+a.ContainerID, err)
 	}
-	b.index.startWriteback()
 	crashPoint("index written")
 	for i, ip := range add {
-		f, err := newScratch(s.indexDir, "tmp.ip."+strconv.Itoa(i), encodeOwner(a))
+		f, err := writeTemp(s.indexDir, "tmp.ip."+strconv.Itoa(i), encodeOwner(a))
 		if err != nil {
 			b.discard()
 			return nil, ioError("write reservation "+ip.String(), err)
 		}
 		b.files = append(b.files, f)
-		f.startWriteback()
 		crashPoint("reservation written")
 	}
 	return b, nil
 }
 
-// commit makes the index durable (content and name), then renames the
-// reservation files into place and makes them durable. A fresh index (a
-// holds nothing yet) is renamed before its fsync, so the same fsyncs cover
-// its name: a new index torn by a power loss before the fsyncs has no
-// reservation file depending on it yet, and a torn index is detected and
-// rebuilt anyway. An index a holds addresses by is replaced only once the
-// new one is durable.
-func (b *batch) commit(fresh bool) (created []netip.Addr, err error) {
-	if fresh {
-		if err := b.renameIndex(); err != nil {
-			return nil, err
-		}
+// commit puts the index in place, then each reservation file, so a file
+// never exists without the index entry that leads to it.
+func (b *batch) commit() (created []netip.Addr, err error) {
+	if err := unix.Rename(b.index, b.s.indexPath(b.a)); err != nil {
+		return nil, ioError("rename index of "+b.a.ContainerID, err)
 	}
-	if err := b.sync(); err != nil {
-		return nil, err
-	}
-	if !fresh {
-		if err := b.renameIndex(); err != nil {
-			return nil, err
-		}
-	}
-	if err := syncDir(b.s.indexDir); err != nil {
-		return nil, ioError("sync "+b.s.indexDir, err)
-	}
+	b.index = ""
+	crashPoint("index renamed")
 	for i, ip := range b.ips {
-		if err := b.files[i].renameNoReplace(b.s.ipPath(ip)); err != nil {
+		if err := renameNoReplace(b.files[i], b.s.ipPath(ip)); err != nil {
 			if errors.Is(err, os.ErrExist) {
 				return created, busyError("address %s is already reserved", ip)
 			}
 			return created, ioError("create reservation "+ip.String(), err)
 		}
+		b.files[i] = ""
 		created = append(created, ip)
 		crashPoint("reservation renamed")
-	}
-	if err := syncDir(b.s.dir); err != nil {
-		return created, ioError("sync "+b.s.dir, err)
 	}
 	return created, nil
 }
 
-func (b *batch) renameIndex() error {
-	if err := b.index.rename(b.s.indexPath(b.a)); err != nil {
-		return ioError("rename index of "+b.a.ContainerID, err)
-	}
-	crashPoint("index renamed")
-	return nil
-}
-
-// sync makes every staged file's content durable; their writeback started
-// when staged, so the fsyncs wait for I/O already in flight.
-func (b *batch) sync() error {
-	for _, f := range append([]*scratch{b.index}, b.files...) {
-		if err := f.sync(); err != nil {
-			return ioError("sync "+b.a.ContainerID, err)
+// discard removes the scratch files not renamed into place.
+func (b *batch) discard() {
+	for _, path := range append([]string{b.index}, b.files...) {
+		if path != "" {
+			_ = unix.Unlink(path)
 		}
 	}
-	return nil
 }
 
-// discard closes the scratch files and removes those not renamed.
-func (b *batch) discard() {
-	if b.index != nil {
-		b.index.discard()
-	}
-	for _, f := range b.files {
-		f.discard()
-	}
-}
-
-// removeFiles deletes reservation files, then makes that durable before the
-// caller drops them from the index (the order of Reserve, reversed).
+// removeFiles deletes reservation files; the caller drops them from the
+// index after (the order of Reserve, reversed).
 func (s *DiskStore) removeFiles(ips []netip.Addr) error {
 	for _, ip := range ips {
 		if err := unix.Unlink(s.ipPath(ip)); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -399,19 +359,15 @@ func (s *DiskStore) removeFiles(ips []netip.Addr) error {
 		}
 		crashPoint("reservation removed")
 	}
-	if err := syncDir(s.dir); err != nil {
-		return ioError("sync "+s.dir, err)
-	}
 	return nil
 }
 
-// writeIndex replaces a's index atomically and durably; an empty set
-// removes it.
+// writeIndex replaces a's index atomically; an empty set removes it.
 func (s *DiskStore) writeIndex(a Attachment, ips []netip.Addr) error {
 	if len(ips) == 0 {
 		return s.removeIndex(a)
 	}
-	tmp, err := writeTemp(s.indexDir, "tmp.index", encodeIndex(a, ips), true)
+	tmp, err := writeTemp(s.indexDir, "tmp.index", encodeIndex(a, ips))
 	if err != nil {
 		return ioError("write index of "+a.ContainerID, err)
 	}
@@ -420,14 +376,11 @@ func (s *DiskStore) writeIndex(a Attachment, ips []netip.Addr) error {
 		return ioError("rename index of "+a.ContainerID, err)
 	}
 	crashPoint("index renamed")
-	if err := syncDir(s.indexDir); err != nil {
-		return ioError("sync "+s.indexDir, err)
-	}
 	return nil
 }
 
-// removeIndex needs no sync: should the removal be lost, the index comes
-// back pointing to files that are gone, which lookups ignore.
+// removeIndex comes after the files it points to are gone; an index left
+// pointing to missing files is ignored by lookups.
 func (s *DiskStore) removeIndex(a Attachment) error {
 	if err := unix.Unlink(s.indexPath(a)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return ioError("remove index of "+a.ContainerID, err)

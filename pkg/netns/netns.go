@@ -5,6 +5,7 @@ package netns
 import (
 	"errors"
 	"fmt"
+	"runtime"
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -18,6 +19,7 @@ import (
 type NS struct {
 	Path   string
 	ns     ns.NetNS
+	back   int // the namespace threads return to: the caller's
 	handle *netlink.Handle
 	route  *nl.SocketHandle // for requests the handle has no method for
 }
@@ -35,12 +37,24 @@ func Open(path string) (*NS, error) {
 		}
 		return nil, fmt.Errorf("open netns %q: %w", path, err)
 	}
-	h, err := netlink.NewHandleAt(vns.NsHandle(n.Fd()), unix.NETLINK_ROUTE)
+	// Opened once here, the way back spares every later switch a /proc
+	// lookup (netlink's helpers open the thread's namespace each time).
+	back, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
+		n.Close()
+		return nil, fmt.Errorf("open own netns: %w", err)
+	}
+	s := &NS{Path: path, ns: n, back: back}
+	err = s.Do(func() (err error) {
+		s.handle, err = netlink.NewHandle(unix.NETLINK_ROUTE)
+		return err
+	})
+	if err != nil {
+		unix.Close(back)
 		n.Close()
 		return nil, fmt.Errorf("netlink handle in %q: %w", path, err)
 	}
-	return &NS{Path: path, ns: n, handle: h}, nil
+	return s, nil
 }
 
 // Gone reports whether err means the namespace no longer exists, which
@@ -59,7 +73,7 @@ func (n *NS) Handle() *netlink.Handle { return n.handle }
 // needs no thread switched into the namespace.
 func (n *NS) Route() (*nl.SocketHandle, error) {
 	if n.route == nil {
-		s, err := nl.GetNetlinkSocketAt(vns.NsHandle(n.ns.Fd()), vns.None(), unix.NETLINK_ROUTE)
+		s, err := nl.GetNetlinkSocketAt(vns.NsHandle(n.ns.Fd()), vns.NsHandle(n.back), unix.NETLINK_ROUTE)
 		if err != nil {
 			return nil, fmt.Errorf("netlink socket in %q: %w", n.Path, err)
 		}
@@ -72,9 +86,29 @@ func (n *NS) Route() (*nl.SocketHandle, error) {
 func (n *NS) Fd() int { return int(n.ns.Fd()) }
 
 // Do runs f on a thread switched into the namespace: for what netlink
-// cannot reach, such as per-namespace /proc/sys files.
+// cannot reach, such as per-namespace /proc/sys files. The thread then
+// returns to its namespace and serves on; ns.Do lets it die instead, so
+// the runtime exits one thread and clones another per call. Should the
+// way back fail, the thread stays locked and ends with its goroutine, so
+// nothing else ever runs in the wrong namespace.
 func (n *NS) Do(f func() error) error {
-	return n.ns.Do(func(ns.NetNS) error { return f() })
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := unix.Setns(n.Fd(), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("enter netns %q: %w", n.Path, err)
+			return
+		}
+		err := f()
+		if serr := unix.Setns(n.back, unix.CLONE_NEWNET); serr != nil {
+			errc <- errors.Join(err, fmt.Errorf("leave netns %q: %w", n.Path, serr))
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- err
+	}()
+	return <-errc
 }
 
 // Close releases the handle, the socket and the namespace file.
@@ -83,5 +117,6 @@ func (n *NS) Close() {
 		n.route.Close()
 	}
 	n.handle.Close()
+	unix.Close(n.back)
 	n.ns.Close()
 }

@@ -181,25 +181,20 @@ func TestCrashAnywhere(t *testing.T) {
 		return a
 	}
 
-	// Typical durations, measured on this machine now.
-	typical := map[string]time.Duration{}
+	// Warm up; the rig keeps each verb's recent duration from here on, so
+	// kill instants follow the load of the machine (other packages' tests
+	// come and go).
 	for i := 0; i < 5; i++ {
 		a := victim(-1 - i) // ids v-1 .. v-5
 		a.rc["bandwidth"], a.rc["portMappings"] = fastBandwidth, ports(9500, 90)
-		t0 := time.Now()
 		r.mustAdd(a)
-		typical["ADD"] += time.Since(t0) / 5
-		t0 = time.Now()
 		if _, err := r.run(r.gcCall(n, live)); err != nil {
 			t.Fatalf("GC: %v", err)
 		}
-		typical["GC"] += time.Since(t0) / 5
 		r.mustAdd(a)
-		t0 = time.Now()
 		r.mustDel(a)
-		typical["DEL"] += time.Since(t0) / 5
 	}
-	t.Logf("typical durations: ADD %v, DEL %v, GC %v", typical["ADD"], typical["DEL"], typical["GC"])
+	t.Logf("typical durations after warm-up: ADD %v, DEL %v, GC %v", r.typical("ADD"), r.typical("DEL"), r.typical("GC"))
 	r.assertExactly(nets, live)
 
 	st := crashStats{byScenario: map[string]int{}, leaks: map[string]string{}, known: map[string]int{}, knownRepro: map[string]string{}}
@@ -226,20 +221,20 @@ func TestCrashAnywhere(t *testing.T) {
 				}
 				scenario = "ADD@" + map[bool]string{true: "veth", false: "ifb"}[target == a.hostVeth()]
 				tr.arm(target, p.cmd.Process)
-				delay = typical["ADD"] * 2 // fallback
+				delay = r.typical("ADD") * 2 // fallback
 			} else {
-				delay = time.Duration(rng.Int64N(int64(typical["ADD"]) + 1))
+				delay = time.Duration(rng.Int64N(int64(r.typical("ADD")) + 1))
 			}
 		case k < 80: // DEL of a complete attachment
 			scenario = "DEL"
 			r.mustAdd(a)
 			p, err = r.start(r.delCall(a))
-			delay = time.Duration(rng.Int64N(int64(typical["DEL"]) + 1))
+			delay = time.Duration(rng.Int64N(int64(r.typical("DEL")) + 1))
 		default: // GC with a stale attachment
 			scenario = "GC"
 			r.mustAdd(a)
 			p, err = r.start(r.gcCall(n, live))
-			delay = time.Duration(rng.Int64N(int64(typical["GC"]) + 1))
+			delay = time.Duration(rng.Int64N(int64(r.typical("GC")) + 1))
 		}
 		if err != nil {
 			t.Fatal(err)

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -34,11 +35,14 @@ type rig struct {
 	t    *testing.T
 	host *testutil.Host
 	bin  string
+
+	mu   sync.Mutex
+	took map[string]time.Duration // per verb, moving average of recent calls
 }
 
 func newRig(t *testing.T) *rig {
 	t.Helper()
-	return &rig{t: t, host: testutil.NewHost(t, binDir), bin: filepath.Join(binDir, "nswire")}
+	return &rig{t: t, host: testutil.NewHost(t, binDir), bin: filepath.Join(binDir, "nswire"), took: map[string]time.Duration{}}
 }
 
 // network is one nswire network configuration in a rig.
@@ -185,8 +189,28 @@ func (r *rig) gcCall(n *network, live []*att) call {
 // run executes c to completion; a failure is the *types.Error the plugin
 // printed, or the exec error when it printed none.
 func (r *rig) run(c call) ([]byte, error) {
+	start := time.Now()
 	out, err := r.host.Exec(r.bin, c.env, c.stdin)
+	r.noteDuration(c.verb, time.Since(start))
 	return out, cniError(out, err)
+}
+
+// noteDuration keeps a moving average per verb, so a test that kills a
+// call at a random instant of it follows the machine's current load.
+func (r *rig) noteDuration(verb string, d time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if old := r.took[verb]; old > 0 {
+		d = (3*old + d) / 4
+	}
+	r.took[verb] = d
+}
+
+// typical is verb's recent duration (0 before any call).
+func (r *rig) typical(verb string) time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.took[verb]
 }
 
 func cniError(out []byte, err error) error {

@@ -94,26 +94,20 @@ func (s *DiskStore) ipPath(ip netip.Addr) string {
 	return filepath.Join(s.dir, ip.String())
 }
 
-// HoldsReservations reports whether the network's store directory holds a
-// reservation (a file named by an address), without taking the lock.
-// Bookkeeping files are few, so the first batch of entries of a store in
-// use always shows one; an unreadable directory counts as holding some.
-func (c *Config) HoldsReservations() bool {
-	d, err := os.Open(filepath.Join(c.DataDir, c.Name))
-	if errors.Is(err, os.ErrNotExist) {
-		return false
-	}
-	if err != nil {
-		return true
-	}
-	defer d.Close()
-	names, _ := d.Readdirnames(16)
-	for _, name := range names {
-		if _, err := netip.ParseAddr(name); err == nil {
-			return true
-		}
-	}
-	return false
+// Indexed reports, without taking the lock, whether the network's store
+// holds nswire's index. It does not when nswire never reserved there (a
+// new network, or host-local's directory) or when an admin removed the
+// directory, maybe while its containers live.
+func (c *Config) Indexed() bool {
+	_, err := os.Stat(filepath.Join(c.DataDir, c.Name, indexDirName, versionFile))
+	return err == nil
+}
+
+// exists reports whether the network's store directory is there; an error
+// other than "not found" counts as there, for the store to report it.
+func (c *Config) exists() bool {
+	_, err := os.Stat(filepath.Join(c.DataDir, c.Name))
+	return !errors.Is(err, os.ErrNotExist)
 }
 
 // indexName derives the index file from the attachment, so a lookup is one

@@ -35,7 +35,7 @@ func Add(req Request) (*current.Result, error) {
 		}
 	}
 	var leases []Lease
-	err = withStore(cfg, func(s Store) (err error) {
+	err = withStore(cfg, true, func(s Store) (err error) {
 		leases, err = allocator{store: s, sets: cfg.RangeSets}.allocate(a, cfg.Requested)
 		return err
 	})
@@ -59,7 +59,7 @@ func Del(req Request) error {
 	if err != nil {
 		return err
 	}
-	return asCNIError(withStore(cfg, func(s Store) error { return s.Release(a) }), types.ErrIOFailure)
+	return asCNIError(withStore(cfg, false, func(s Store) error { return s.Release(a) }), types.ErrIOFailure)
 }
 
 // Check fails (code 3) when the attachment misses its address in any range
@@ -73,7 +73,7 @@ func Check(req Request) error {
 	if err != nil {
 		return err
 	}
-	err = withStore(cfg, func(s Store) error {
+	err = withStore(cfg, false, func(s Store) error {
 		_, absent, err := allocator{store: s, sets: cfg.RangeSets}.leases(a)
 		if err == nil && len(absent) > 0 {
 			err = types.NewError(types.ErrUnknownContainer, "no reservation for "+a.ContainerID+"/"+a.IfName+" in range set "+cfg.RangeSets[absent[0]].String(), "")
@@ -97,7 +97,7 @@ func GC(req Request) error {
 		valid[Attachment{ContainerID: v.ContainerID}] = true
 	}
 	keep := func(a Attachment) bool { return valid[a] }
-	return asCNIError(withStore(cfg, func(s Store) error { return s.GC(keep) }), types.ErrIOFailure)
+	return asCNIError(withStore(cfg, false, func(s Store) error { return s.GC(keep) }), types.ErrIOFailure)
 }
 
 // Status fails with code 50 when the store is unusable or a range set has
@@ -107,7 +107,7 @@ func Status(req Request) error {
 	if err != nil {
 		return err
 	}
-	err = withStore(cfg, func(s Store) error {
+	err = withStore(cfg, false, func(s Store) error {
 		al := allocator{store: s, sets: cfg.RangeSets}
 		for i, set := range cfg.RangeSets {
 			free, err := al.hasFree(i)
@@ -137,8 +137,14 @@ func attachmentOf(req Request) (Attachment, error) {
 	return Attachment{ContainerID: req.ContainerID, IfName: req.IfName}, nil
 }
 
-// withStore runs fn with the network's disk store locked.
-func withStore(cfg *Config, fn func(Store) error) error {
+// withStore runs fn with the network's disk store locked. Only ADD (create)
+// makes the store: the other verbs find nothing to do where there is none,
+// and run fn on an empty stand-in. So a store nswire used keeps its index
+// until someone removes the directory (see Config.Indexed).
+func withStore(cfg *Config, create bool, fn func(Store) error) error {
+	if !create && !cfg.exists() {
+		return fn(NewMemStore())
+	}
 	s, err := OpenDiskStore(cfg.DataDir, cfg.Name)
 	if err != nil {
 		return err

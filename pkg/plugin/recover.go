@@ -13,18 +13,19 @@ import (
 	"github.com/nswire/nswire/pkg/ipam"
 )
 
-// restoreReservations rebuilds nswire-ipam's store of a network that holds
-// no reservation while containers of the network live (an admin removed
-// the directory); otherwise the next ADD would hand out an address a running
-// container holds. Each live attachment's anti-spoofing record chain holds its
-// addresses. The cost per ADD is reading a few directory entries; chains
-// are listed only while the store is empty.
+// restoreReservations rebuilds nswire-ipam's store of a network when it has
+// no index, which may mean an admin removed the directory while containers
+// of the network live; otherwise the next ADD would hand out an address a
+// running container holds. Each live attachment's anti-spoofing record
+// chain holds its addresses. The cost per ADD is one stat: only ADD makes a
+// store, so chains are listed only on a network's first ADD or after the
+// directory was removed, not whenever its store is empty.
 func restoreReservations(n *config.Net, args *skel.CmdArgs) error {
 	cfg, err := ipam.ParseConfig(args.StdinData, args.Args)
 	if err != nil {
 		return nil // the IPAM ADD reports it with its own code
 	}
-	if cfg.HoldsReservations() {
+	if cfg.Indexed() {
 		return nil
 	}
 	fw, err := openFirewall()

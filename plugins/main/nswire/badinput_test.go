@@ -193,6 +193,40 @@ func TestRepairsStaleHostEnd(t *testing.T) {
 	f.del(list, c)
 }
 
+// TestStoreRemovedWhileLive: an admin removes the network's IPAM directory
+// while containers live. DEL, CHECK and STATUS meanwhile must not make a
+// fresh store, and the next ADD gives the live container its address back
+// instead of handing it out again.
+func TestStoreRemovedWhileLive(t *testing.T) {
+	f := newFixture(t)
+	list := f.list("1.1.0", nil, "10.34.0.0/29")
+	a := f.add(list, "a")
+	b := f.add(list, "b")
+	store := filepath.Join(f.host.DataDir, f.name)
+	if err := os.RemoveAll(store); err != nil {
+		t.Fatal(err)
+	}
+	f.del(list, b)
+	if err := f.host.CNI.CheckNetworkList(context.Background(), list, a.rt); err == nil {
+		t.Error("CHECK passed without a reservation")
+	}
+	if err := f.host.CNI.GetStatusNetworkList(context.Background(), list); err != nil {
+		t.Errorf("STATUS: %v", err)
+	}
+	if _, err := os.Stat(store); !os.IsNotExist(err) {
+		t.Fatalf("DEL, CHECK or STATUS made a new store: %v", err)
+	}
+	c := f.add(list, "c")
+	if got, held := c.res.IPs[0].Address.IP, a.res.IPs[0].Address.IP; got.Equal(held) {
+		t.Fatalf("ADD handed out %s, which a live container holds", got)
+	}
+	if err := f.host.CNI.CheckNetworkList(context.Background(), list, a.rt); err != nil {
+		t.Errorf("CHECK of the live container after the store was rebuilt: %v", err)
+	}
+	f.del(list, a)
+	f.del(list, c)
+}
+
 // A bridge holds at most 1,023 ports. The ADD that finds it full fails with
 // "try again later" naming the bridge, and leaves nothing behind.
 func TestFullBridge(t *testing.T) {

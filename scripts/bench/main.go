@@ -36,6 +36,7 @@ import (
 
 type options struct {
 	n, parN, scaleN, rounds int
+	probes                  int
 	refN, refPar, refScale  int
 	scaleDual               bool
 	callers                 []int
@@ -55,6 +56,7 @@ func parseFlags() options {
 	flag.IntVar(&o.scaleN, "scale", 1000, "containers nswire adds one after the other in the scale phase (0: skip)")
 	flag.IntVar(&o.refScale, "ref-scale", 150, "containers the reference adds in the scale phase, spread over it (about 0.5 s each here; 0: skip)")
 	flag.BoolVar(&o.scaleDual, "scale-dual", false, "nswire dual-stack takes part in the scale phase too")
+	flag.IntVar(&o.probes, "probes", 40, "after the scale phase's ADDs, ADD+DEL pairs alternated between nswire's full node and an empty one (0: skip)")
 	flag.IntVar(&o.rounds, "rounds", 4, "rounds each parallel run is split into, alternating variants")
 	callers := flag.String("callers", "1,8", "parallel callers, comma separated")
 	flag.IntVar(&o.startRounds, "startup", 200, "VERSION round trips per program")
@@ -66,14 +68,14 @@ func parseFlags() options {
 	flag.StringVar(&o.png, "png", "", "write the ADD-latency-against-containers plot here")
 	flag.StringVar(&o.bin, "bin", "bin", "directory holding the built nswire binaries")
 	flag.BoolVar(&o.steps, "steps", false, "have nswire log the time of each step (its logFile) and report them; costs nswire a little per call")
-	flag.BoolVar(&o.quick, "quick", false, "smoke-test sizes: -n 30 -ref-n 8 -par 40 -ref-par 16 -scale 100 -ref-scale 20 -rounds 2 -startup 40 -inittrace 5 (explicit flags win)")
+	flag.BoolVar(&o.quick, "quick", false, "smoke-test sizes: -n 30 -ref-n 8 -par 40 -ref-par 16 -scale 100 -ref-scale 20 -rounds 2 -startup 40 -inittrace 5 -probes 10 (explicit flags win)")
 	flag.Parse()
 	if o.quick {
 		set := map[string]bool{}
 		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		quick := map[string]int{"n": 30, "ref-n": 8, "par": 40, "ref-par": 16, "scale": 100, "ref-scale": 20, "rounds": 2, "startup": 40, "inittrace": 5}
+		quick := map[string]int{"n": 30, "ref-n": 8, "par": 40, "ref-par": 16, "scale": 100, "ref-scale": 20, "rounds": 2, "startup": 40, "inittrace": 5, "probes": 10}
 		for name, v := range map[string]*int{"n": &o.n, "ref-n": &o.refN, "par": &o.parN, "ref-par": &o.refPar, "scale": &o.scaleN,
-			"ref-scale": &o.refScale, "rounds": &o.rounds, "startup": &o.startRounds, "inittrace": &o.traceRuns} {
+			"ref-scale": &o.refScale, "rounds": &o.rounds, "startup": &o.startRounds, "inittrace": &o.traceRuns, "probes": &o.probes} {
 			if !set[name] {
 				*v = quick[name]
 			}
@@ -219,7 +221,8 @@ func run(ctx context.Context, t *benchT, o options) *report {
 			default:
 				seqN = max(1, o.refN/2)
 			}
-			e := newEnv(t, v, []string{bin, ref}, max(seqN, parN, scaleN, 1), spawnerPath, o.steps)
+			probe := v.nswire && !v.dual && scaleN > 0 && o.probes > 0
+			e := newEnv(t, v, []string{bin, ref}, max(seqN, parN, scaleN+boolInt(probe), 1), spawnerPath, o.steps)
 			e.seqN, e.parN, e.scaleN = seqN, parN, scaleN
 			r.envs = append(r.envs, e)
 			if parN > 0 {
@@ -228,15 +231,25 @@ func run(ctx context.Context, t *benchT, o options) *report {
 			if scaleN > 0 {
 				r.scaleEnvs = append(r.scaleEnvs, e)
 			}
+			if probe {
+				empty := v
+				empty.key = v.key + ", empty node"
+				r.probe = &probePair{full: e, empty: newEnv(t, empty, []string{bin, ref}, 1, spawnerPath, false)}
+			}
 		}
 		warmUp(ctx, r.envs)
+		if r.probe != nil {
+			warmUp(ctx, []*env{r.probe.empty})
+		}
 	})
 	phase(fmt.Sprintf("sequential ADD/CHECK/DEL of %d containers (reference %d)", o.n, o.refN), func() { sequential(ctx, r.envs, o.n, pr) })
 	for _, c := range o.callers {
 		phase(fmt.Sprintf("%d parallel callers, %d containers (reference %d)", c, o.parN, o.refPar), func() { parallel(ctx, r.parEnvs, c, o.rounds, pr) })
 	}
 	if len(r.scaleEnvs) > 0 {
-		phase(fmt.Sprintf("scale: %d containers (reference %d)", o.scaleN, o.refScale), func() { scale(ctx, r.scaleEnvs, o.scaleN, o.scaleDelRef, pr) })
+		phase(fmt.Sprintf("scale: %d containers (reference %d), %d alternated probes", o.scaleN, o.refScale, o.probes), func() {
+			scale(ctx, r.scaleEnvs, o.scaleN, o.scaleDelRef, r.probe, o.probes, pr)
+		})
 	}
 	for _, e := range r.envs {
 		e.floorKB = e.exec.sp.floorKB()
@@ -244,6 +257,13 @@ func run(ctx context.Context, t *benchT, o options) *report {
 	r.finished = time.Now()
 	pr.say(true, "done in %s", r.finished.Sub(r.started).Round(time.Second))
 	return r
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func copyFile(from, to string) error {

@@ -179,7 +179,7 @@ func fanOut(callers, lo, hi int, op func(int) (time.Duration, bool)) (time.Durat
 // are then deleted newest first, timed the same way; the reference's are
 // left to the removal of its host namespace unless delRef is set (its DEL
 // at this size costs minutes).
-func scale(ctx context.Context, envs []*env, count int, delRef bool, pr *progress) {
+func scale(ctx context.Context, envs []*env, count int, delRef bool, probe *probePair, probes int, pr *progress) {
 	for _, e := range envs {
 		e.res.scaleAdd = make([]time.Duration, e.scaleN)
 		e.res.scaleCPU = make([]time.Duration, e.scaleN)
@@ -202,6 +202,9 @@ func scale(ctx context.Context, envs []*env, count int, delRef bool, pr *progres
 			}
 			e.res.scaleAdd[slot], e.res.scaleCPU[slot] = d, e.exec.cpu()-cpu0
 		}
+	}
+	if probe != nil {
+		probe.run(ctx, probes, pr)
 	}
 	var dels []*env
 	for _, e := range envs {
@@ -229,6 +232,50 @@ func scale(ctx context.Context, envs []*env, count int, delRef bool, pr *progres
 	for _, e := range dels {
 		e.res.leaks["scale"] = e.leaks()
 	}
+}
+
+// probePair measures the cost of one more container on the node that holds
+// the scale phase's containers against the same on an empty node (its own
+// host namespace, same configuration), ADD+DEL pairs alternating between
+// the two so that load changes on the machine fall on both alike; the
+// curve's first and last ADDs are minutes apart.
+type probePair struct {
+	full, empty *env
+	add, cpu    [2][]time.Duration // [0]: empty node, [1]: full node
+}
+
+func (pp *probePair) run(ctx context.Context, n int, pr *progress) {
+	nodes := [2]*env{pp.empty, pp.full}
+	slots := [2]int{0, pp.full.scaleN} // the full node's spare slot
+	for i := range n {
+		pr.say(false, "probe %d/%d", i, n)
+		for j := range 2 {
+			k := (i + j) % 2
+			e := nodes[k]
+			if ctx.Err() != nil {
+				return
+			}
+			cpu0 := e.exec.cpu()
+			d, ok := e.op(ctx, "ADD", "probe", slots[k])
+			if ok {
+				pp.add[k] = append(pp.add[k], d)
+				pp.cpu[k] = append(pp.cpu[k], e.exec.cpu()-cpu0)
+				e.op(ctx, "DEL", "probe", slots[k])
+			}
+		}
+	}
+	pp.empty.res.leaks["probe"] = pp.empty.leaks()
+}
+
+func (pp *probePair) markdown() string {
+	var b strings.Builder
+	b.WriteString("Alternated probes, after the scale phase's ADDs (the target's measure: the first and last 20 of the curve are minutes apart, and the machine's load moves in between): ADD+DEL of one more container on nswire's node holding ")
+	fmt.Fprintf(&b, "%d containers and on an empty node (its own host namespace, same configuration), in turn.\n\n", pp.full.scaleN)
+	b.WriteString("| node | probes | ADD p50 | ADD p90 | CPU p50 |\n|---|---|---|---|---|\n")
+	for k, name := range []string{"empty", fmt.Sprintf("%d containers", pp.full.scaleN)} {
+		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s |\n", name, len(pp.add[k]), f2(pct(pp.add[k], .5)), f2(pct(pp.add[k], .9)), f2(pct(pp.cpu[k], .5)))
+	}
+	return b.String()
 }
 
 func subUsage(after, before map[[2]string]usage) map[[2]string]usage {

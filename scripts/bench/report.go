@@ -30,6 +30,7 @@ type report struct {
 	envs         []*env
 	parEnvs      []*env
 	scaleEnvs    []*env
+	probe        *probePair // nil: no probes
 }
 
 type phaseInfo struct {
@@ -217,7 +218,12 @@ func (r *report) targets() []target {
 		rate, p99 := p.rate("ADD"), pct(p.lat["ADD"], .99)
 		add("8 callers: ≥ 200 ADD/s, ADD p99 < 100 ms", fmt.Sprintf("%s ADD/s, p99 %s ms", f2(rate), f2(p99)), known(p99), rate >= 200 && p99 < 100)
 	}
-	if nsw != nil && len(nsw.res.scaleAdd) > 0 {
+	if pp := r.probe; pp != nil && len(pp.add[0]) > 0 {
+		e, f := pct(pp.add[0], .5), pct(pp.add[1], .5)
+		ce, cf := pct(pp.cpu[0], .5), pct(pp.cpu[1], .5)
+		add(fmt.Sprintf("container #%d ≤ 1.2× container #1 (ADD p50 of %d alternated probes)", pp.full.scaleN+1, len(pp.add[0])),
+			fmt.Sprintf("%s× (%s → %s ms); CPU %s× (%s → %s ms)", f2(f/e), f2(e), f2(f), f2(cf/ce), f2(ce), f2(cf)), known(e, f), f/e <= 1.2)
+	} else if nsw != nil && len(nsw.res.scaleAdd) > 0 {
 		f, l := scaleEnds(nsw.res.scaleAdd, 20)
 		cf, cl := scaleEnds(nsw.res.scaleCPU, 20)
 		add(fmt.Sprintf("container #%d ≤ 1.2× container #1 (ADD, mean of 20)", len(nsw.res.scaleAdd)),
@@ -297,6 +303,9 @@ func (r *report) markdown() string {
 		}
 		p("\nCPU: user+system time of the chain's processes for the ADD: unlike latency, hardly moved by other load on the machine. The reference's ADDs are spread evenly over nswire's (it costs about 0.5 s per container here: `-ref-scale %d` for its full curve). DEL: newest first, with the other containers still attached (nswire%s).", o.scaleN, map[bool]string{true: " and the reference", false: " only; the reference's are removed with its host namespace"}[o.scaleDelRef])
 		p(" The plot (%s) shows every ADD and a running median.\n", orDefault(o.png, "-png"))
+		if pp := r.probe; pp != nil {
+			p("\n%s", pp.markdown())
+		}
 	}
 
 	p("%s", r.stepsMarkdown())
@@ -332,7 +341,11 @@ func (r *report) markdown() string {
 
 	p("\n## Errors and leaks\n\n")
 	clean := true
-	for _, e := range r.envs {
+	checked := r.envs
+	if r.probe != nil {
+		checked = append(slices.Clip(checked), r.probe.empty)
+	}
+	for _, e := range checked {
 		if len(e.errs) > 0 {
 			clean = false
 			keys := make([]string, 0, len(e.errs))

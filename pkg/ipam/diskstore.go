@@ -238,9 +238,10 @@ func (s *DiskStore) Taken(ip netip.Addr) (bool, error) {
 // address's file appears, so every reservation file is reachable from its
 // owner's index at every instant, whenever the writer is killed; the
 // reverse (a pointer to a missing file) is harmless and cleaned up on the
-// next write. A machine crash may lose any of it: the first use in the next
-// boot rebuilds the index (ensureIndex). The allocator checked the addresses are free under this lock;
-// renaming without replace makes sure, so no second check here.
+// next write. A machine crash may lose any of it: the first use in the
+// next boot rebuilds the index (ensureIndex). The allocator checked the
+// addresses are free under this lock; renaming without replace makes sure,
+// so no second check here.
 func (s *DiskStore) Reserve(a Attachment, ips []netip.Addr) error {
 	c, err := s.lookup(a)
 	if err != nil {
@@ -289,9 +290,9 @@ func (s *DiskStore) addFiles(a Attachment, held, add []netip.Addr) error {
 type batch struct {
 	s     *DiskStore
 	a     Attachment
-	index string // scratch paths; "" once renamed into place
+	index string // scratch path of the new index; "" once renamed
 	ips   []netip.Addr
-	files []string // files[i] holds the reservation of ips[i]
+	files []string // scratch path of ips[i]'s reservation; "" once renamed
 }
 
 func (s *DiskStore) stage(a Attachment, all, add []netip.Addr) (*batch, error) {

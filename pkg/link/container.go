@@ -78,10 +78,15 @@ func containerSettings(n *netns.NS, index int, ifName string, v6 bool) error {
 		return nil
 	}
 	// accept_dad=0 keeps even the link-local address out of the tentative
-	// state, so nothing waits on DAD. The link was just made: written
-	// without reading first, each a single /proc/sys walk.
+	// state, so nothing waits on DAD. accept_ra=0: routes come from IPAM
+	// only. A router advertisement from another container (its own
+	// link-local source passes anti-spoofing) would otherwise give this one
+	// a default route through it (CVE-2020-13401; Docker does the same),
+	// and the container sends no router solicitations, each flooded to
+	// every port of the bridge. The link was just made: written without
+	// reading first, each a single /proc/sys walk.
 	return n.Do(func() error {
-		for key, val := range map[string]string{"accept_dad": "0", "ndisc_notify": "1"} {
+		for key, val := range map[string]string{"accept_dad": "0", "accept_ra": "0", "ndisc_notify": "1"} {
 			if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+ifName+"/"+key, []byte(val), 0o644); err != nil {
 				return err
 			}

@@ -222,7 +222,11 @@ func run(ctx context.Context, t *benchT, o options) *report {
 				seqN = max(1, o.refN/2)
 			}
 			probe := v.nswire && !v.dual && scaleN > 0 && o.probes > 0
-			e := newEnv(t, v, []string{bin, ref}, max(seqN, parN, scaleN+boolInt(probe), 1), spawnerPath, o.steps)
+			slots := max(seqN, parN, scaleN, 1)
+			if probe {
+				slots = max(slots, scaleN+1) // the probes' spare slot
+			}
+			e := newEnv(t, v, []string{bin, ref}, slots, spawnerPath, o.steps)
 			e.seqN, e.parN, e.scaleN = seqN, parN, scaleN
 			r.envs = append(r.envs, e)
 			if parN > 0 {
@@ -257,13 +261,6 @@ func run(ctx context.Context, t *benchT, o options) *report {
 	r.finished = time.Now()
 	pr.say(true, "done in %s", r.finished.Sub(r.started).Round(time.Second))
 	return r
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 func copyFile(from, to string) error {

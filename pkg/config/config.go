@@ -49,8 +49,12 @@ type Net struct {
 	LogFile            string   `json:"logFile"`
 	LogLevel           string   `json:"logLevel"`
 
-	RuntimeConfig RuntimeConfig `json:"runtimeConfig"`
-	Args          *Args         `json:"args"`
+	// The per-container arguments are decoded apart from the network's
+	// settings, by Load only: see LoadNetwork.
+	RawRuntimeConfig json.RawMessage `json:"runtimeConfig,omitempty"`
+	RawArgs          json.RawMessage `json:"args,omitempty"`
+	RuntimeConfig    RuntimeConfig   `json:"-"`
+	Args             *Args           `json:"-"`
 
 	// MAC is the container MAC requested through the mac capability,
 	// args.cni.mac or CNI_ARGS MAC=, in that order of precedence.
@@ -112,17 +116,41 @@ func (n *Net) Isolated() bool { return n.Isolation == nil || *n.Isolation }
 // InterContainer reports whether containers of this network may talk.
 func (n *Net) InterContainer() bool { return n.ICC == nil || *n.ICC }
 
-// Load parses stdin and CNI_ARGS into a validated Net. Every error is a
-// *types.Error naming the offending field.
+// Load parses stdin and CNI_ARGS into a validated Net for ADD and CHECK:
+// the network's settings and the container's arguments (runtimeConfig,
+// args, CNI_ARGS, prevResult). Every error is a *types.Error naming the
+// offending field.
 func Load(stdin []byte, cniArgs string) (*Net, error) {
-	n := &Net{Mode: ModeBridge, Bridge: DefaultBridge}
-	if err := decode(stdin, n); err != nil {
+	n, err := LoadNetwork(stdin)
+	if err != nil {
 		return nil, err
 	}
 	if err := version.ParsePrevResult(&n.PluginConf); err != nil {
 		return nil, types.NewError(types.ErrDecodingFailure, "invalid prevResult", err.Error())
 	}
+	if err := decodeField("runtimeConfig", n.RawRuntimeConfig, &n.RuntimeConfig); err != nil {
+		return nil, err
+	}
+	if err := decodeField("args", n.RawArgs, &n.Args); err != nil {
+		return nil, err
+	}
 	if err := n.mergeMAC(cniArgs); err != nil {
+		return nil, err
+	}
+	if err := n.validateCapabilities(); err != nil {
+		return nil, err
+	}
+	return n, n.validateIPs()
+}
+
+// LoadNetwork parses and validates the network's own settings and leaves
+// the container's arguments undecoded. DEL, GC and STATUS use it: they
+// work from the attachment's identity, so an argument that ADD would
+// refuse (a runtime may send the same ones to DEL) must not stop a
+// teardown.
+func LoadNetwork(stdin []byte) (*Net, error) {
+	n := &Net{Mode: ModeBridge, Bridge: DefaultBridge}
+	if err := decode(stdin, n); err != nil {
 		return nil, err
 	}
 	if err := n.Validate(); err != nil {
@@ -132,15 +160,30 @@ func Load(stdin []byte, cniArgs string) (*Net, error) {
 }
 
 func decode(stdin []byte, n *Net) error {
-	dec := json.NewDecoder(bytes.NewReader(stdin))
-	err := dec.Decode(n)
+	return decodeField("", stdin, n)
+}
+
+// decodeField decodes raw (a field of the config, "" for all of it) into v;
+// an absent field leaves v alone.
+func decodeField(field string, raw []byte, v any) error {
+	if len(raw) == 0 {
+		return nil
+	}
+	err := json.NewDecoder(bytes.NewReader(raw)).Decode(v)
 	if err == nil {
 		return nil
 	}
 	var typeErr *json.UnmarshalTypeError
 	if errors.As(err, &typeErr) {
+		name := typeErr.Field
+		if field != "" {
+			name = field + "." + name
+		}
 		return types.NewError(types.ErrDecodingFailure,
-			fmt.Sprintf("field %q: expected %s, got JSON %s", typeErr.Field, typeErr.Type, typeErr.Value), "")
+			fmt.Sprintf("field %q: expected %s, got JSON %s", name, typeErr.Type, typeErr.Value), "")
+	}
+	if field != "" {
+		return types.NewError(types.ErrDecodingFailure, field+" is not valid JSON", err.Error())
 	}
 	return types.NewError(types.ErrDecodingFailure, "network config is not valid JSON", err.Error())
 }
@@ -178,7 +221,7 @@ func argValue(cniArgs, key string) string {
 
 var netNameRe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`)
 
-// Validate checks every field and cross-field rule.
+// Validate checks every setting of the network and cross-field rule.
 func (n *Net) Validate() error {
 	if !netNameRe.MatchString(n.Name) || len(n.Name) > 100 {
 		return invalid("name", "%q is not a valid network name (letters, digits, '_', '.', '-'; at most 100)", n.Name)
@@ -211,10 +254,7 @@ func (n *Net) Validate() error {
 		}
 		n.NoMasquerade = append(n.NoMasquerade, ipn)
 	}
-	if err := n.validateCapabilities(); err != nil {
-		return err
-	}
-	return n.validateIPs()
+	return nil
 }
 
 var logLevels = map[string]struct{}{"": {}, "debug": {}, "info": {}, "warn": {}, "error": {}}

@@ -16,7 +16,12 @@
 // never deletes an ifb it did not create.
 //
 // tbf parameters follow the reference bandwidth plugin: rate and burst
-// converted to bytes, latency 25 ms, limit = rate*latency + burst.
+// converted to bytes, latency 25 ms, limit = rate*latency + burst. The
+// kernel's tbf caps its bucket at 2^32-1 ns (4.29 s) of traffic at the rate,
+// so a larger burst is programmed as that cap, which CHECK then reads back.
+// Such bursts are common: containerd asks for 2^32-1 bits with every rate
+// it derives from a pod's kubernetes.io/ingress-bandwidth or
+// egress-bandwidth annotation, minutes to hours of traffic at usual rates.
 package shaping
 
 import (
@@ -46,7 +51,9 @@ func (l Limits) IsZero() bool { return l == Limits{} }
 
 const (
 	latencyMs   = 25
-	rootHandle  = 0x00010000 // 1:
+	maxBucketNs = math.MaxUint32 // the kernel's cap on a tbf's buffer
+	nsPerTick   = 64             // PSCHED_TICKS2NS: a psched tick is 64 ns
+	rootHandle  = 0x00010000     // 1:
 	aliasPrefix = "nswire-shaping/"
 )
 
@@ -82,20 +89,19 @@ func validatePair(dir string, rate, burst uint64) error {
 	case burst/8 >= math.MaxUint32:
 		return invalid("bandwidth.%sBurst %d bits exceeds 4 GiB", dir, burst)
 	}
-	if float64(burst/8)*float64(netlink.TIME_UNITS_PER_SEC)/float64(rate/8)*netlink.TickInUsec() >= math.MaxUint32 {
-		return invalid("bandwidth.%sBurst %d bits is too large for bandwidth.%sRate %d bits/s (the burst must drain in about an hour)", dir, burst, dir, rate)
-	}
 	return nil
 }
 
-// tbf builds the qdisc for a rate and burst (bits/s, bits).
+// tbf builds the qdisc for a rate and burst (bits/s, bits), the burst
+// capped at what the kernel keeps (see the package doc).
 func tbf(linkIndex int, rate, burst uint64) *netlink.Tbf {
-	rateB, burstB := rate/8, burst/8
-	buffer := uint32(float64(burstB) * float64(netlink.TIME_UNITS_PER_SEC) / float64(rateB) * netlink.TickInUsec())
-	limit := uint32(float64(rateB)*latencyMs/1000) + uint32(burstB)
+	rateB := float64(rate / 8)
+	burstB := min(float64(burst/8), rateB*maxBucketNs/1e9)
+	buffer := burstB / rateB * 1e9 / nsPerTick
+	limit := min(rateB*latencyMs/1000+burstB, math.MaxUint32)
 	return &netlink.Tbf{
 		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: linkIndex, Handle: rootHandle, Parent: netlink.HANDLE_ROOT},
-		Rate:       rateB, Buffer: buffer, Limit: limit,
+		Rate:       rate / 8, Buffer: uint32(buffer), Limit: uint32(limit),
 	}
 }
 

@@ -3,6 +3,7 @@ package shaping
 import (
 	"errors"
 	"io"
+	"math"
 	"net"
 	"os"
 	"strings"
@@ -26,7 +27,6 @@ func TestValidate(t *testing.T) {
 		{Limits{EgressBurst: 1000}, "bandwidth.egressBurst is set but bandwidth.egressRate is not"},
 		{Limits{EgressRate: 4, EgressBurst: 1000}, "bandwidth.egressRate 4"},
 		{Limits{IngressRate: 1000, IngressBurst: 1 << 40}, "bandwidth.ingressBurst"},
-		{Limits{IngressRate: 8, IngressBurst: 1 << 34}, "bandwidth.ingressBurst"},
 	} {
 		err := Validate(tc.l)
 		var e *types.Error
@@ -34,10 +34,22 @@ func TestValidate(t *testing.T) {
 			t.Errorf("Validate(%+v) = %v, want code 7 with %q", tc.l, err, tc.want)
 		}
 	}
-	if err := Validate(Limits{IngressRate: 1e6, IngressBurst: 1e5, EgressRate: 1e9, EgressBurst: 1e6}); err != nil {
-		t.Fatal(err)
+	for _, l := range []Limits{
+		{IngressRate: 1e6, IngressBurst: 1e5, EgressRate: 1e9, EgressBurst: 1e6},
+		// The reference plugin takes any burst under 4 GiB, however slow
+		// it drains; the kernel keeps what its bucket can hold.
+		{IngressRate: 8, IngressBurst: 1 << 34},
+		{IngressRate: 1e3, IngressBurst: containerdBurst, EgressRate: 1e3, EgressBurst: containerdBurst},
+	} {
+		if err := Validate(l); err != nil {
+			t.Errorf("Validate(%+v) = %v", l, err)
+		}
 	}
 }
+
+// containerdBurst is the burst containerd's CRI plugin passes with every
+// rate it derives from a pod's kubernetes.io/*-bandwidth annotation.
+const containerdBurst = math.MaxUint32
 
 type pair struct {
 	host, ctr ns.NetNS
@@ -180,6 +192,32 @@ func TestBandwidth(t *testing.T) {
 	// Container ingress: host -> container; container egress: the reverse.
 	within(t, "ingress", throughput(t, p.host, p.ctr, "10.9.0.2:5001"), rate)
 	within(t, "egress", throughput(t, p.ctr, p.host, "10.9.0.1:5002"), rate/2)
+}
+
+// TestBandwidthContainerdBurst shapes as containerd asks for a pod
+// annotated with a rate only: the burst is larger than the kernel's bucket,
+// which then holds 2^32-1 ns of traffic, and the rate holds past it.
+func TestBandwidthContainerdBurst(t *testing.T) {
+	p := newPair(t)
+	const rate = 40e6 // its bucket (21 MB) drains in about 0.1 s over a veth
+	l := Limits{IngressRate: rate, IngressBurst: containerdBurst}
+	if err := Apply(p.hh, p.hostIf, l); err != nil {
+		t.Fatal(err)
+	}
+	if err := Check(p.hh, p.hostIf, l); err != nil {
+		t.Fatalf("CHECK after the kernel capped the bucket: %v", err)
+	}
+	link, _ := p.hh.LinkByName(p.hostIf)
+	qs, err := p.hh.QdiscList(link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range qs {
+		if tb, ok := q.(*netlink.Tbf); ok && uint64(tb.Buffer)*nsPerTick > maxBucketNs {
+			t.Errorf("tbf buffer %d ticks exceeds the kernel's cap", tb.Buffer)
+		}
+	}
+	within(t, "ingress", throughput(t, p.host, p.ctr, "10.9.0.2:5003"), rate)
 }
 
 func TestApplyCheckRemove(t *testing.T) {

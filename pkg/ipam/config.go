@@ -44,19 +44,41 @@ type rawIPAM struct {
 }
 
 type rawNet struct {
-	Name          string   `json:"name"`
-	CNIVersion    string   `json:"cniVersion"`
-	IPAM          *rawIPAM `json:"ipam"`
+	Name       string   `json:"name"`
+	CNIVersion string   `json:"cniVersion"`
+	IPAM       *rawIPAM `json:"ipam"`
+	// The container's arguments are decoded by ParseConfig only, so that
+	// DEL and GC never fail on them.
+	RawRuntimeConfig json.RawMessage      `json:"runtimeConfig"`
+	RawArgs          json.RawMessage      `json:"args"`
+	ValidAttachments []types.GCAttachment `json:"cni.dev/valid-attachments"`
+
 	RuntimeConfig struct {
 		IPRanges [][]rawRange `json:"ipRanges"`
 		IPs      []string     `json:"ips"`
-	} `json:"runtimeConfig"`
+	} `json:"-"`
 	Args struct {
 		CNI struct {
 			IPs []string `json:"ips"`
 		} `json:"cni"`
-	} `json:"args"`
-	ValidAttachments []types.GCAttachment `json:"cni.dev/valid-attachments"`
+	} `json:"-"`
+}
+
+// decodeArgs decodes the container's arguments ADD and CHECK act on.
+func (n *rawNet) decodeArgs() error {
+	for _, f := range []struct {
+		name string
+		raw  json.RawMessage
+		v    any
+	}{{"runtimeConfig", n.RawRuntimeConfig, &n.RuntimeConfig}, {"args", n.RawArgs, &n.Args}} {
+		if len(f.raw) == 0 || string(f.raw) == "null" {
+			continue
+		}
+		if err := json.Unmarshal(f.raw, f.v); err != nil {
+			return types.NewError(types.ErrDecodingFailure, "decode "+f.name, err.Error())
+		}
+	}
+	return nil
 }
 
 // ParseConfig decodes and validates the full network config a delegated
@@ -65,6 +87,9 @@ type rawNet struct {
 func ParseConfig(stdin []byte, cniArgs string) (*Config, error) {
 	n, cfg, err := parseBase(stdin)
 	if err != nil {
+		return nil, err
+	}
+	if err := n.decodeArgs(); err != nil {
 		return nil, err
 	}
 	if cfg.ResolvConf = n.IPAM.ResolvConf; cfg.ResolvConf != "" && !strings.HasPrefix(cfg.ResolvConf, "/") {

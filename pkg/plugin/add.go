@@ -26,7 +26,7 @@ func Funcs() skel.CNIFuncs {
 // Add wires one container: IPAM, bridge, veth, container side, and prints
 // the result. Any failure undoes what this call made.
 func Add(args *skel.CmdArgs) (err error) {
-	t, n, err := start("ADD", args)
+	t, n, err := start("ADD", args, loadAll)
 	var undo rollback
 	defer func() {
 		var undoErrs []error

@@ -23,7 +23,7 @@ const ErrCheckFailed uint = 100
 // Check compares the kernel with the prevResult ADD returned: IPAM
 // reservation, bridge, host end, container end, addresses and routes.
 func Check(args *skel.CmdArgs) (err error) {
-	t, n, err := start("CHECK", args)
+	t, n, err := start("CHECK", args, loadAll)
 	defer func() { t.finish(err, nil) }()
 	if err != nil {
 		return err

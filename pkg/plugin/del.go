@@ -13,7 +13,7 @@ import (
 // netns nor a prevResult: names derive from the identity. Each step runs
 // whatever the others did; only real failures are reported.
 func Del(args *skel.CmdArgs) (err error) {
-	t, n, err := start("DEL", args)
+	t, n, err := start("DEL", args, loadNetwork)
 	defer func() { t.finish(err, nil) }()
 	if err != nil {
 		return err

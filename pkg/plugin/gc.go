@@ -18,7 +18,7 @@ import (
 // cni.dev/valid-attachments, then lets IPAM do the same. Links without
 // nswire's marker, or of other networks, are never touched.
 func GC(args *skel.CmdArgs) (err error) {
-	t, n, err := start("GC", args)
+	t, n, err := start("GC", args, loadNetwork)
 	defer func() { t.finish(err, nil) }()
 	if err != nil {
 		return err

@@ -11,7 +11,7 @@ import (
 
 // Status reports 50 unless the config is valid and IPAM is ready.
 func Status(args *skel.CmdArgs) error {
-	n, err := config.Load(args.StdinData, args.Args)
+	n, err := config.LoadNetwork(args.StdinData)
 	if err != nil {
 		return types.NewError(types.ErrPluginNotAvailable, "invalid network config", err.Error())
 	}

@@ -28,17 +28,30 @@ func newTrace(verb string, args *skel.CmdArgs) *trace {
 	return &trace{verb: verb, args: args, start: now, last: now}
 }
 
-// start begins the trace of a verb and loads its config; the trace is
-// returned even when the config is bad, so the failure is still logged
-// when a log file could be named.
-func start(verb string, args *skel.CmdArgs) (*trace, *config.Net, error) {
+// start begins the trace of a verb and loads its config with load; the
+// trace is returned even when the config is bad, so the failure is still
+// logged when a log file could be named.
+func start(verb string, args *skel.CmdArgs, load loader) (*trace, *config.Net, error) {
 	t := newTrace(verb, args)
-	n, err := config.Load(args.StdinData, args.Args)
+	n, err := load(args)
 	if err != nil {
 		return t, nil, err
 	}
 	t.configure(n)
 	return t, n, nil
+}
+
+// A loader reads a verb's config: ADD and CHECK need the container's
+// arguments (loadAll); DEL, GC and STATUS only the network's settings
+// (loadNetwork), so that no argument can stop a teardown.
+type loader func(*skel.CmdArgs) (*config.Net, error)
+
+func loadAll(args *skel.CmdArgs) (*config.Net, error) {
+	return config.Load(args.StdinData, args.Args)
+}
+
+func loadNetwork(args *skel.CmdArgs) (*config.Net, error) {
+	return config.LoadNetwork(args.StdinData)
 }
 
 // configure takes the log settings once the config is loaded.

@@ -284,6 +284,47 @@ func TestDelWithoutNetns(t *testing.T) {
 	}
 }
 
+// TestDelIgnoresBadArgs: a runtime sends DEL the same arguments as ADD
+// (containerd recomputes them from the pod), so an argument ADD would
+// refuse must not stop the teardown: DEL removes everything of the
+// attachment from its identity alone. GC and STATUS ignore them too.
+func TestDelIgnoresBadArgs(t *testing.T) {
+	f := newFixture(t)
+	caps := map[string]bool{"portMappings": true, "bandwidth": true, "mac": true, "ips": true}
+	list := f.list("1.1.0", map[string]any{"capabilities": caps}, "10.15.1.0/24")
+	good := map[string]any{
+		"portMappings": []any{port(18080, 80, "tcp", "")},
+		"bandwidth":    map[string]any{"ingressRate": 1_000_000, "ingressBurst": 1<<32 - 1, "egressRate": 1_000_000, "egressBurst": 1<<32 - 1},
+	}
+	c, err := f.addWith(list, "badargs", good)
+	if err != nil {
+		t.Fatalf("ADD with containerd's bandwidth arguments: %v", err)
+	}
+	rt := *c.rt
+	rt.CapabilityArgs = map[string]any{
+		"portMappings": []any{port(0, 80, "icmp", "nope")},
+		"bandwidth":    map[string]any{"ingressRate": 1000},
+		"mac":          "01:00:5e:00:00:01",
+		"ips":          []any{"10.15.1.300"},
+	}
+	rt.Args = [][2]string{{"IgnoreUnknown", "1"}, {"MAC", "zz"}, {"IP", "nope"}}
+	if _, err := f.host.CNI.AddNetworkList(context.Background(), list, &rt); err == nil {
+		t.Fatal("ADD accepted the bad arguments")
+	}
+	if err := f.host.CNI.GCNetworkList(context.Background(), list, &libcni.GCArgs{
+		ValidAttachments: []types.GCAttachment{{ContainerID: rt.ContainerID, IfName: rt.IfName}}}); err != nil {
+		t.Errorf("GC: %v", err)
+	}
+	if err := f.host.CNI.DelNetworkList(context.Background(), list, &rt); err != nil {
+		t.Fatalf("DEL with arguments ADD refuses: %v", err)
+	}
+	f.assertGone(c)
+	f.host.AssertNoLeaks()
+	if r := f.reservations(); r != 0 {
+		t.Errorf("%d reservations left", r)
+	}
+}
+
 // TestGC keeps valid attachments and removes the rest, never touching
 // another network's links. It also removes a host end that a killed ADD
 // left before marking it (nswire's group, no alias, on the bridge), which

@@ -38,3 +38,7 @@ if [[ ! -x "$ref/host-local" || ! -x "$ref/portmap" || ! -x "$ref/cnitool" ]]; t
 		github.com/containernetworking/plugins/plugins/meta/tuning@v1.10.0 &&
 		GOBIN="$ref" GOFLAGS=-mod=mod go install github.com/containernetworking/cni/cnitool@v1.3.1)
 fi
+
+# The real control plane (etcd, kube-apiserver, kubelet) for the agent's
+# tests: built from Go modules into the same cache.
+bash "$(dirname "$0")/k8s-tools.sh"

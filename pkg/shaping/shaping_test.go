@@ -2,20 +2,18 @@ package shaping
 
 import (
 	"errors"
-	"io"
 	"math"
-	"net"
 	"os"
 	"strings"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/nswire/nswire/pkg/testutil"
 )
 
 func TestValidate(t *testing.T) {
@@ -106,70 +104,14 @@ func newPair(t *testing.T) *pair {
 	return p
 }
 
-// throughput sends as fast as possible from `from` to a sink in `to` and
-// returns the rate in bits/s measured by the receiver over a 2 s window
-// that starts 300 ms after the first byte (past the initial burst).
+// throughput is testutil.Throughput, failing the test on error.
 func throughput(t *testing.T, from, to ns.NetNS, addr string) float64 {
-	var ln net.Listener
-	if err := to.Do(func(ns.NetNS) (err error) { ln, err = net.Listen("tcp", addr); return }); err != nil {
+	t.Helper()
+	bps, err := testutil.Throughput(from, to, addr)
+	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	var got atomic.Int64
-	first := make(chan struct{})
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		buf := make([]byte, 64<<10)
-		once := false
-		for {
-			n, err := c.Read(buf)
-			if n > 0 && !once {
-				once = true
-				close(first)
-			}
-			got.Add(int64(n))
-			if err != nil {
-				return
-			}
-		}
-	}()
-	var c net.Conn
-	if err := from.Do(func(ns.NetNS) (err error) { c, err = net.DialTimeout("tcp", addr, time.Second); return }); err != nil {
-		t.Fatal(err)
-	}
-	stop := make(chan struct{})
-	go func() {
-		buf := make([]byte, 64<<10)
-		for {
-			select {
-			case <-stop:
-				c.Close()
-				return
-			default:
-			}
-			_ = c.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
-			if _, err := c.Write(buf); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-				if !errors.Is(err, io.EOF) {
-					return
-				}
-			}
-		}
-	}()
-	defer close(stop)
-	select {
-	case <-first:
-	case <-time.After(2 * time.Second):
-		t.Fatal("no data")
-	}
-	time.Sleep(300 * time.Millisecond)
-	c0, t0 := got.Load(), time.Now()
-	time.Sleep(2 * time.Second)
-	c1, t1 := got.Load(), time.Now()
-	return float64(c1-c0) * 8 / t1.Sub(t0).Seconds()
+	return bps
 }
 
 func within(t *testing.T, dir string, got, want float64) {

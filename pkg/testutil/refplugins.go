@@ -22,9 +22,9 @@ var refOnce struct {
 }
 
 // RefPlugins returns a directory holding the reference plugins (bridge,
-// ptp, host-local, portmap, firewall, bandwidth, tuning) and cnitool,
-// installing them with
-// `go install` on first use: $NSWIRE_REF_BIN, or a folder in the user cache.
+// ptp, loopback, host-local, portmap, firewall, bandwidth, tuning) and
+// cnitool, installing them with `go install` on first use: $NSWIRE_REF_BIN,
+// or a folder in the user cache.
 func RefPlugins() (string, error) {
 	refOnce.Do(func() {
 		dir := os.Getenv("NSWIRE_REF_BIN")
@@ -42,7 +42,7 @@ func RefPlugins() (string, error) {
 }
 
 func installRef(dir string) error {
-	plugins := []string{"main/bridge", "main/ptp", "ipam/host-local", "meta/portmap", "meta/firewall", "meta/bandwidth", "meta/tuning"}
+	plugins := []string{"main/bridge", "main/ptp", "main/loopback", "ipam/host-local", "meta/portmap", "meta/firewall", "meta/bandwidth", "meta/tuning"}
 	var missing []string
 	for _, p := range plugins {
 		if _, err := os.Stat(filepath.Join(dir, filepath.Base(p))); err != nil {

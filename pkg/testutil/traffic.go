@@ -5,6 +5,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -106,4 +107,65 @@ func Connect(from, to ns.NetNS, ip net.IP) error {
 	go serveTCP(ln)
 	_, err = Ask(from, "tcp", net.JoinHostPort(ip.String(), strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)))
 	return err
+}
+
+// Throughput sends as fast as possible from `from` to a sink listening on
+// addr in `to` and returns the rate in bits/s the receiver measured over a
+// 2 s window that starts 300 ms after the first byte (past the initial
+// burst of a token bucket).
+func Throughput(from, to ns.NetNS, addr string) (float64, error) {
+	var ln net.Listener
+	if err := to.Do(func(ns.NetNS) (err error) { ln, err = net.Listen("tcp", addr); return }); err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	var got atomic.Int64
+	first := make(chan struct{})
+	go sink(ln, &got, first)
+	var c net.Conn
+	if err := from.Do(func(ns.NetNS) (err error) { c, err = net.DialTimeout("tcp", addr, time.Second); return }); err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			if _, err := c.Write(buf); err != nil {
+				return // closed when the measure ends
+			}
+		}
+	}()
+	select {
+	case <-first:
+	case <-time.After(2 * time.Second):
+		return 0, fmt.Errorf("no data reached %s", addr)
+	}
+	time.Sleep(300 * time.Millisecond)
+	c0, t0 := got.Load(), time.Now()
+	time.Sleep(2 * time.Second)
+	c1, t1 := got.Load(), time.Now()
+	return float64(c1-c0) * 8 / t1.Sub(t0).Seconds(), nil
+}
+
+// sink counts what the first connection to ln brings, closing first at
+// the first byte.
+func sink(ln net.Listener, got *atomic.Int64, first chan struct{}) {
+	c, err := ln.Accept()
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	buf := make([]byte, 64<<10)
+	once := false
+	for {
+		n, err := c.Read(buf)
+		if n > 0 && !once {
+			once = true
+			close(first)
+		}
+		got.Add(int64(n))
+		if err != nil {
+			return
+		}
+	}
 }

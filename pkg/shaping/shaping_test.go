@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -107,7 +108,7 @@ func newPair(t *testing.T) *pair {
 // throughput is testutil.Throughput, failing the test on error.
 func throughput(t *testing.T, from, to ns.NetNS, addr string) float64 {
 	t.Helper()
-	bps, err := testutil.Throughput(from, to, addr)
+	bps, err := testutil.Throughput(from, to, addr, 300*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}

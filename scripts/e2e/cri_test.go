@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -286,4 +287,152 @@ func expectSource(t *testing.T, n ns.NetNS, network, addr, src string) {
 	} else if got != src {
 		t.Errorf("%s %s: server saw source %s, want %s", network, addr, got, src)
 	}
+}
+
+// TestCRIHostPort: a pod's hostPorts (tcp and udp, with and without
+// host_ip) answer on the node from the node itself, its 127.0.0.1, another
+// pod (hairpin through the node's address) and the upstream; a second pod
+// asking for a held port fails with nswire's error through CRI, and leaves
+// nothing behind.
+func TestCRIHostPort(t *testing.T) {
+	lk := newLeaks(t)
+	n := newCRINode(t, lk, "nswire.conflist.tmpl")
+	n.setPodCIDR(t, "10.244.203.0/24")
+	cfg := n.podConfig("web")
+	cfg.PortMappings = []*cri.PortMapping{
+		{Protocol: cri.Protocol_TCP, ContainerPort: 80, HostPort: 8080},
+		{Protocol: cri.Protocol_UDP, ContainerPort: 53, HostPort: 8053},
+		{Protocol: cri.Protocol_TCP, ContainerPort: 443, HostPort: 8443, HostIp: "203.0.113.1"},
+	}
+	web := n.mustRunPod(t, cfg)
+	testutil.Serve(t, web.ns, "tcp", ":80")
+	testutil.Serve(t, web.ns, "udp", ":53")
+	testutil.Serve(t, web.ns, "tcp", ":443")
+	client := n.mustRunPod(t, n.podConfig("client"))
+	for _, from := range []struct {
+		name string
+		ns   ns.NetNS
+	}{{"node", n.NS}, {"pod", client.ns}, {"upstream", n.up.NS}} {
+		for _, target := range []struct{ network, addr string }{
+			{"tcp", "203.0.113.1:8080"}, {"udp", "203.0.113.1:8053"}, {"tcp", "203.0.113.1:8443"},
+		} {
+			if _, err := testutil.Ask(from.ns, target.network, target.addr); err != nil {
+				t.Errorf("hostPort %s %s from the %s: %v", target.network, target.addr, from.name, err)
+			}
+		}
+	}
+	for _, target := range []struct{ network, addr string }{{"tcp", "127.0.0.1:8080"}, {"udp", "127.0.0.1:8053"}} {
+		if _, err := testutil.Ask(n.NS, target.network, target.addr); err != nil {
+			t.Errorf("hostPort %s %s from the node: %v", target.network, target.addr, err)
+		}
+	}
+	if _, err := testutil.Ask(n.NS, "tcp", "127.0.0.1:8443"); err == nil {
+		t.Error("a hostPort bound to host_ip 203.0.113.1 answers on 127.0.0.1")
+	}
+
+	before := n.Snapshot()
+	dup := n.podConfig("dup")
+	dup.PortMappings = []*cri.PortMapping{{Protocol: cri.Protocol_TCP, ContainerPort: 80, HostPort: 8080}}
+	_, err := n.runPod(t, dup)
+	if err == nil || !strings.Contains(err.Error(), "8080") {
+		t.Fatalf("a second pod on hostPort 8080: %v, want nswire's error naming the port", err)
+	}
+	t.Logf("refused through CRI: %v", err)
+	if after := n.Snapshot(); after != before {
+		t.Errorf("the refused pod changed the node:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	if _, err := testutil.Ask(n.up.NS, "tcp", "203.0.113.1:8080"); err != nil {
+		t.Errorf("the first pod's hostPort after the refused one: %v", err)
+	}
+	n.stopPod(t, web)
+	n.stopPod(t, client)
+	n.assertClean(t)
+}
+
+// TestCRIBandwidth: pods annotated as kubelet users write it (a rate, no
+// burst) start and are shaped. containerd turns each rate into the
+// bandwidth capability with a burst of 2^32-1 bits, which the kernel caps
+// at 4.29 s of traffic (2.7 MB at 5 Mbit/s): the measure starts once that
+// initial burst has passed. One pod per direction: the reference formula
+// gives the queue room for the same 4.29 s, so a measure's backlog would
+// delay the other direction's acknowledgements.
+func TestCRIBandwidth(t *testing.T) {
+	lk := newLeaks(t)
+	n := newCRINode(t, lk, "nswire.conflist.tmpl")
+	n.setPodCIDR(t, "10.244.204.0/24")
+	const rate = 5e6
+	for _, dir := range []string{"ingress", "egress"} {
+		cfg := n.podConfig(dir)
+		cfg.Annotations = map[string]string{"kubernetes.io/" + dir + "-bandwidth": "5M"}
+		p := n.mustRunPod(t, cfg)
+		var from, to ns.NetNS = n.NS, p.ns
+		addr := net.JoinHostPort(p.ips[0], "5001")
+		if dir == "egress" {
+			from, to, addr = p.ns, n.NS, "203.0.113.1:5002"
+		}
+		got, err := testutil.Throughput(from, to, addr, time.Second)
+		if err != nil {
+			t.Fatalf("%s: %v", dir, err)
+		}
+		t.Logf("%s: %.1f Mbit/s for a limit of %.0f", dir, got/1e6, rate/1e6)
+		if got < rate*0.8 || got > rate*1.15 {
+			t.Errorf("%s: %.1f Mbit/s, want about %.0f (the annotation)", dir, got/1e6, rate/1e6)
+		}
+		n.stopPod(t, p)
+	}
+	n.assertClean(t)
+}
+
+// TestCRITeardown: stopping a sandbox whose network namespace is already
+// gone succeeds and leaves nothing; so does a sandbox stopped twice.
+func TestCRITeardown(t *testing.T) {
+	lk := newLeaks(t)
+	n := newCRINode(t, lk, "nswire-dualstack.conflist.tmpl")
+	n.setPodCIDR(t, "10.244.205.0/24", "fd00:10:244:cd::/64")
+	p := n.mustRunPod(t, n.podConfig("orphan"))
+	path := netnsOf(t, n, p)
+	if err := syscall.Unmount(path, syscall.MNT_DETACH); err != nil {
+		t.Fatalf("unmount the sandbox netns: %v", err)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.ctrd.Runtime.StopPodSandbox(ctx(t), &cri.StopPodSandboxRequest{PodSandboxId: p.id}); err != nil {
+		t.Fatalf("StopPodSandbox without its netns: %v\n%s", err, n.ctrd.LogTail())
+	}
+	n.stopPod(t, p) // again, then removed
+	n.assertClean(t)
+}
+
+func netnsOf(t *testing.T, n *criNode, p *pod) string {
+	st, err := n.ctrd.Runtime.PodSandboxStatus(ctx(t), &cri.PodSandboxStatusRequest{PodSandboxId: p.id, Verbose: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return netnsPath(t, st.Info["info"])
+}
+
+// TestCRIRestart: containerd restarted under running pods: they keep their
+// network, and a later stop tears them down cleanly.
+func TestCRIRestart(t *testing.T) {
+	lk := newLeaks(t)
+	n := newCRINode(t, lk, "nswire.conflist.tmpl")
+	n.setPodCIDR(t, "10.244.206.0/24")
+	cfg := n.podConfig("survivor")
+	cfg.PortMappings = []*cri.PortMapping{{Protocol: cri.Protocol_TCP, ContainerPort: 80, HostPort: 8081}}
+	a := n.mustRunPod(t, cfg)
+	b := n.mustRunPod(t, n.podConfig("peer"))
+	testutil.Serve(t, a.ns, "tcp", ":80")
+	n.ctrd.Stop()
+	n.ctrd.Start()
+	expectSource(t, b.ns, "tcp", net.JoinHostPort(a.ips[0], "80"), b.ips[0])
+	if _, err := testutil.Ask(n.up.NS, "tcp", "203.0.113.1:8081"); err != nil {
+		t.Errorf("hostPort after the restart: %v", err)
+	}
+	c := n.mustRunPod(t, n.podConfig("after"))
+	expectSource(t, c.ns, "tcp", net.JoinHostPort(a.ips[0], "80"), c.ips[0])
+	for _, p := range []*pod{a, b, c} {
+		n.stopPod(t, p)
+	}
+	n.assertClean(t)
 }

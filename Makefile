@@ -4,7 +4,7 @@ BIN := bin
 PREFIX_BIN ?= /opt/cni/bin
 PREFIX_CONF ?= /etc/cni/net.d
 
-.PHONY: all build test test-short demo bench install uninstall clean deps
+.PHONY: all build test test-short demo bench bench-cri install uninstall clean deps
 
 all: build
 
@@ -30,6 +30,11 @@ demo: deps
 
 bench: deps build
 	bash scripts/bench.sh
+
+# RunPodSandbox and StopPodSandbox through containerd's CRI, nswire against
+# the reference bridge + host-local + portmap chain in the same run.
+bench-cri: deps
+	$(GO) test -run '^$$' -bench CRI -benchtime 40x ./scripts/e2e
 
 install: build
 	install -d $(PREFIX_BIN) $(PREFIX_CONF)

@@ -31,37 +31,45 @@ type criNode struct {
 
 // newCRINode starts containerd with conf/k8s/<tmpl> as its conf_template,
 // made private to the test (network name, bridge, IPAM dataDir, a log).
-func newCRINode(t *testing.T, lk *leaks, tmpl string) *criNode {
+func newCRINode(t testing.TB, lk *leaks, tmpl string) *criNode {
 	t.Helper()
-	h := lk.host()
-	n := &criNode{Host: h, up: testutil.NewUpstream(t, h), name: testutil.Name("e2e-cri")}
-	lk.network(n.name, h.DataDir)
-	dir := t.TempDir()
-	n.logFile = filepath.Join(dir, "nswire.log")
 	src, err := os.ReadFile(filepath.Join(repo, "conf", "k8s", tmpl))
 	if err != nil {
 		t.Fatal(err)
 	}
-	private := strings.NewReplacer(
-		`"name": "nswire"`, fmt.Sprintf(`"name": %q`, n.name),
-		`"bridge": "nswire0"`, fmt.Sprintf(`"bridge": %q`, testutil.Name("br")),
-		`"type": "nswire",`, fmt.Sprintf(`"type": "nswire", "logFile": %q,`, n.logFile),
-		`"type": "nswire-ipam",`, fmt.Sprintf(`"type": "nswire-ipam", "dataDir": %q,`, h.DataDir),
-	).Replace(string(src))
-	if private == string(src) {
-		t.Fatalf("conf/k8s/%s changed shape: the test cannot make it private", tmpl)
-	}
-	tmplPath := filepath.Join(dir, tmpl)
-	if err := os.WriteFile(tmplPath, []byte(private), 0o644); err != nil {
+	return startCRINode(t, lk, criBinDir(t), func(n *criNode) string {
+		private := strings.NewReplacer(
+			`"name": "nswire"`, fmt.Sprintf(`"name": %q`, n.name),
+			`"bridge": "nswire0"`, fmt.Sprintf(`"bridge": %q`, testutil.Name("br")),
+			`"type": "nswire",`, fmt.Sprintf(`"type": "nswire", "logFile": %q,`, n.logFile),
+			`"type": "nswire-ipam",`, fmt.Sprintf(`"type": "nswire-ipam", "dataDir": %q,`, n.DataDir),
+		).Replace(string(src))
+		if private == string(src) {
+			t.Fatalf("conf/k8s/%s changed shape: the test cannot make it private", tmpl)
+		}
+		return private
+	})
+}
+
+// startCRINode starts containerd in a fresh host namespace with the
+// conf_template that tmpl writes for the node, and bin_dir binDir.
+func startCRINode(t testing.TB, lk *leaks, binDir string, tmpl func(*criNode) string) *criNode {
+	t.Helper()
+	h := lk.host()
+	dir := t.TempDir()
+	n := &criNode{Host: h, up: testutil.NewUpstream(t, h), name: testutil.Name("e2e-cri"), logFile: filepath.Join(dir, "nswire.log")}
+	lk.network(n.name, h.DataDir)
+	path := filepath.Join(dir, "cni.conflist.tmpl")
+	if err := os.WriteFile(path, []byte(tmpl(n)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	n.ctrd = testutil.StartContainerd(t, testutil.ContainerdOptions{Host: h, BinDir: criBinDir(t), ConfTemplate: tmplPath})
+	n.ctrd = testutil.StartContainerd(t, testutil.ContainerdOptions{Host: h, BinDir: binDir, ConfTemplate: path})
 	return n
 }
 
 // criBinDir is containerd's bin_dir: nswire, nswire-ipam and the
 // reference loopback, which containerd runs for every pod's lo.
-func criBinDir(t *testing.T) string {
+func criBinDir(t testing.TB) string {
 	dir := t.TempDir()
 	for _, p := range []string{filepath.Join(binDir, "nswire"), filepath.Join(binDir, "nswire-ipam"), filepath.Join(refDir, "loopback")} {
 		if err := os.Symlink(p, filepath.Join(dir, filepath.Base(p))); err != nil {
@@ -71,7 +79,7 @@ func criBinDir(t *testing.T) string {
 	return dir
 }
 
-func ctx(t *testing.T) context.Context {
+func ctx(t testing.TB) context.Context {
 	c, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 	return c
@@ -79,7 +87,7 @@ func ctx(t *testing.T) context.Context {
 
 // setPodCIDR sends the node's pod CIDRs as the kubelet does once the
 // Node has them, and waits for containerd to report its network ready.
-func (n *criNode) setPodCIDR(t *testing.T, cidrs ...string) {
+func (n *criNode) setPodCIDR(t testing.TB, cidrs ...string) {
 	t.Helper()
 	_, err := n.ctrd.Runtime.UpdateRuntimeConfig(ctx(t), &cri.UpdateRuntimeConfigRequest{
 		RuntimeConfig: &cri.RuntimeConfig{NetworkConfig: &cri.NetworkConfig{PodCidr: strings.Join(cidrs, ",")}}})
@@ -125,7 +133,7 @@ func (n *criNode) podConfig(name string) *cri.PodSandboxConfig {
 }
 
 // runPod runs a sandbox and opens its network namespace.
-func (n *criNode) runPod(t *testing.T, cfg *cri.PodSandboxConfig) (*pod, error) {
+func (n *criNode) runPod(t testing.TB, cfg *cri.PodSandboxConfig) (*pod, error) {
 	t.Helper()
 	r, err := n.ctrd.Runtime.RunPodSandbox(ctx(t), &cri.RunPodSandboxRequest{Config: cfg})
 	if err != nil {
@@ -150,7 +158,7 @@ func (n *criNode) runPod(t *testing.T, cfg *cri.PodSandboxConfig) (*pod, error) 
 	return p, nil
 }
 
-func (n *criNode) mustRunPod(t *testing.T, cfg *cri.PodSandboxConfig) *pod {
+func (n *criNode) mustRunPod(t testing.TB, cfg *cri.PodSandboxConfig) *pod {
 	t.Helper()
 	p, err := n.runPod(t, cfg)
 	if err != nil {
@@ -161,7 +169,7 @@ func (n *criNode) mustRunPod(t *testing.T, cfg *cri.PodSandboxConfig) *pod {
 
 // netnsPath digs the sandbox's network namespace out of containerd's
 // verbose status (its OCI runtime spec).
-func netnsPath(t *testing.T, info string) string {
+func netnsPath(t testing.TB, info string) string {
 	var v struct {
 		RuntimeSpec struct {
 			Linux struct {
@@ -183,7 +191,7 @@ func netnsPath(t *testing.T, info string) string {
 
 // stopPod is the kubelet's teardown: StopPodSandbox (CNI DEL), then
 // RemovePodSandbox.
-func (n *criNode) stopPod(t *testing.T, p *pod) {
+func (n *criNode) stopPod(t testing.TB, p *pod) {
 	t.Helper()
 	if _, err := n.ctrd.Runtime.StopPodSandbox(ctx(t), &cri.StopPodSandboxRequest{PodSandboxId: p.id}); err != nil {
 		t.Fatalf("StopPodSandbox: %v\n%s", err, n.ctrd.LogTail())
@@ -194,7 +202,7 @@ func (n *criNode) stopPod(t *testing.T, p *pod) {
 }
 
 // verbs counts the CNI verbs nswire logged for this node's network.
-func (n *criNode) verbs(t *testing.T) map[string]int {
+func (n *criNode) verbs(t testing.TB) map[string]int {
 	b, err := os.ReadFile(n.logFile)
 	if err != nil {
 		t.Fatalf("nswire log: %v", err)
@@ -211,7 +219,7 @@ func (n *criNode) verbs(t *testing.T) map[string]int {
 
 // assertClean checks the node holds nothing of any pod: veths, ifbs,
 // firewall elements and chains, reservations.
-func (n *criNode) assertClean(t *testing.T) {
+func (n *criNode) assertClean(t testing.TB) {
 	t.Helper()
 	n.AssertNoLeaks()
 	if r := reservations(n.DataDir, n.name); r != 0 {
@@ -219,7 +227,7 @@ func (n *criNode) assertClean(t *testing.T) {
 	}
 }
 
-func ipIn(t *testing.T, ip, cidr string) {
+func ipIn(t testing.TB, ip, cidr string) {
 	t.Helper()
 	_, n, _ := net.ParseCIDR(cidr)
 	if a := net.ParseIP(ip); a == nil || !n.Contains(a) {

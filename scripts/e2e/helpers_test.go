@@ -29,14 +29,14 @@ const execTimeout = 60 * time.Second
 // leaks records what one test made outside its private namespaces and
 // checks, as the test's very last cleanup, that none of it survived.
 type leaks struct {
-	t        *testing.T
+	t        testing.TB
 	nsPaths  []string
 	nets     []string // network names: no link, cache file or reservation may carry them
 	dataDirs []string
 }
 
 // newLeaks must be the first thing a test calls: its cleanup runs last.
-func newLeaks(t *testing.T) *leaks {
+func newLeaks(t testing.TB) *leaks {
 	l := &leaks{t: t}
 	t.Cleanup(l.final)
 	return l
@@ -89,7 +89,7 @@ func (l *leaks) final() {
 
 // ownedLinks lists links of h (nil: the machine's namespace) whose ifalias
 // marks them as nswire's for network (any network when network is "").
-func ownedLinks(t *testing.T, h *netlink.Handle, network string) []*netlink.LinkAttrs {
+func ownedLinks(t testing.TB, h *netlink.Handle, network string) []*netlink.LinkAttrs {
 	t.Helper()
 	var links []netlink.Link
 	var err error

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs nswire's end-to-end tests with real clients: cnitool, the reference
-# meta-plugins chained after nswire, podman (CNI backend) and the
-# containerd conf_template examples of conf/k8s.
+# meta-plugins chained after nswire, podman (CNI backend), containerd's CRI
+# and the containerd conf_template examples of conf/k8s.
 # Usage (root): scripts/e2e-run.sh [go test flags, e.g. -run TestPodman -v]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -399,6 +399,9 @@ func TestCRITeardown(t *testing.T) {
 	n.setPodCIDR(t, "10.244.205.0/24", "fd00:10:244:cd::/64")
 	p := n.mustRunPod(t, n.podConfig("orphan"))
 	path := netnsOf(t, n, p)
+	if !strings.HasPrefix(path, n.ctrd.Dir+"/") {
+		t.Errorf("containerd keeps the sandbox netns at %s, outside its private state", path)
+	}
 	if err := syscall.Unmount(path, syscall.MNT_DETACH); err != nil {
 		t.Fatalf("unmount the sandbox netns: %v", err)
 	}

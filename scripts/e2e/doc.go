@@ -6,9 +6,13 @@
 //   - the reference meta-plugins v1.10.0 (portmap, bandwidth, tuning,
 //     firewall) chained after nswire,
 //   - podman 4.3 with its CNI backend (two containers, a published port),
+//   - containerd 1.6's CRI plugin, driven over CRI as the kubelet drives it
+//     (conf_template, pods, hostPorts, bandwidth annotations, teardown,
+//     restart), with a locally built pause image,
 //   - the containerd conf_template examples of conf/k8s.
 //
-// Everything but podman runs inside private "host" network namespaces;
+// Everything but podman runs inside private "host" network namespaces
+// (containerd too, with private root, state, socket and cgroup parent);
 // podman runs in the machine's own namespace on a unique bridge and
 // subnet. Every test removes what it made and ends with a leak check. The
 // tests need root; run them with `go test ./scripts/e2e/` or

@@ -13,6 +13,7 @@ have socat || need+=(socat)
 have conntrack || need+=(conntrack)
 have podman || need+=(podman)
 have runc || need+=(runc)
+have containerd || need+=(containerd)
 [[ -x /bin/busybox ]] || need+=(busybox-static)
 
 if ((${#need[@]})); then
@@ -25,7 +26,7 @@ fi
 # The reference plugins (compared in tests and benchmarks) and cnitool are
 # Go programs: installed from the module proxy into the user cache.
 ref="${NSWIRE_REF_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/nswire/ref-v1.10.0}"
-if [[ ! -x "$ref/host-local" || ! -x "$ref/portmap" || ! -x "$ref/cnitool" ]]; then
+if [[ ! -x "$ref/host-local" || ! -x "$ref/loopback" || ! -x "$ref/cnitool" ]]; then
 	echo "deps: installing reference plugins v1.10.0 and cnitool v1.3.1 into $ref"
 	mkdir -p "$ref"
 	(cd /tmp && GOBIN="$ref" GOFLAGS=-mod=mod go install \
@@ -35,7 +36,8 @@ if [[ ! -x "$ref/host-local" || ! -x "$ref/portmap" || ! -x "$ref/cnitool" ]]; t
 		github.com/containernetworking/plugins/plugins/meta/portmap@v1.10.0 \
 		github.com/containernetworking/plugins/plugins/meta/firewall@v1.10.0 \
 		github.com/containernetworking/plugins/plugins/meta/bandwidth@v1.10.0 \
-		github.com/containernetworking/plugins/plugins/meta/tuning@v1.10.0 &&
+		github.com/containernetworking/plugins/plugins/meta/tuning@v1.10.0 \
+		github.com/containernetworking/plugins/plugins/main/loopback@v1.10.0 &&
 		GOBIN="$ref" GOFLAGS=-mod=mod go install github.com/containernetworking/cni/cnitool@v1.3.1)
 fi
 

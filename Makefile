@@ -14,7 +14,7 @@ BUILD_FLAGS := -trimpath -ldflags "-s -w"
 export CGO_ENABLED := 0
 
 build:
-	$(GO) build $(BUILD_FLAGS) -o $(BIN)/ ./plugins/main/nswire ./plugins/ipam/nswire-ipam
+	$(GO) build $(BUILD_FLAGS) -o $(BIN)/ ./plugins/main/nswire ./plugins/ipam/nswire-ipam ./plugins/agent/nswire-agent
 
 deps:
 	bash scripts/deps.sh

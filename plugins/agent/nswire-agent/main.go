@@ -38,6 +38,9 @@ func main() {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	klog.SetSlogLogger(log) // client-go's own logs in the same JSON stream
 	opts, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "nswire-agent:", err)
 		os.Exit(2)

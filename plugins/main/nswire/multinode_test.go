@@ -24,16 +24,9 @@ type node struct {
 // different nodes reach each other by IP without NAT; only traffic leaving
 // the cluster CIDR is masqueraded.
 func TestMultiNode(t *testing.T) {
-	lan := testutil.NewNS(t)
-	sw := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "lan0"}}
-	if err := lan.Handle().LinkAdd(sw); err != nil {
-		t.Fatal(err)
-	}
-	swl := lan.Link("lan0")
-	if err := lan.Handle().LinkSetUp(swl); err != nil {
-		t.Fatal(err)
-	}
-	outside := attachToLAN(t, lan, swl, testutil.NewNS(t), "192.0.2.100/24")
+	lan := testutil.NewLAN(t)
+	outside := testutil.NewNS(t)
+	lan.Attach(t, outside, "192.0.2.100/24")
 	testutil.Serve(t, outside, "tcp", ":9100")
 
 	nodes := make([]*node, 3)
@@ -42,7 +35,7 @@ func TestMultiNode(t *testing.T) {
 		f.name = "k8s-pod-network" // the same network name on every node, as a cluster would have
 		n := &node{fixture: f, lanIP: net.ParseIP(fmt.Sprintf("192.0.2.%d", i+1))}
 		_, n.pods, _ = net.ParseCIDR(fmt.Sprintf("10.244.%d.0/24", i+1))
-		attachToLAN(t, lan, swl, f.host.NS, n.lanIP.String()+"/24")
+		lan.Attach(t, f.host.NS, n.lanIP.String()+"/24")
 		nodes[i] = n
 	}
 	for _, n := range nodes {
@@ -67,28 +60,4 @@ func TestMultiNode(t *testing.T) {
 		expectAnswer(t, p.ns, "tcp", net.JoinHostPort(q.ip(true).String(), "80"), p.ip(true).String())
 		expectAnswer(t, p.ns, "tcp", "192.0.2.100:9100", nodes[i].lanIP.String())
 	}
-}
-
-// attachToLAN plugs namespace n into the switch with address cidr on eth-lan.
-func attachToLAN(t *testing.T, lan *testutil.NS, sw netlink.Link, n *testutil.NS, cidr string) *testutil.NS {
-	t.Helper()
-	port := testutil.Name("lp")
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: port, MasterIndex: sw.Attrs().Index},
-		PeerName: "eth-lan", PeerNamespace: netlink.NsFd(n.Fd())}
-	if err := lan.Handle().LinkAdd(veth); err != nil {
-		t.Fatal(err)
-	}
-	if err := lan.Handle().LinkSetUp(lan.Link(port)); err != nil {
-		t.Fatal(err)
-	}
-	l := n.Link("eth-lan")
-	a, _ := netlink.ParseAddr(cidr)
-	if err := n.Handle().AddrAdd(l, a); err != nil {
-		t.Fatal(err)
-	}
-	if err := n.Handle().LinkSetUp(l); err != nil {
-		t.Fatal(err)
-	}
-	n.Sysctl("net/ipv4/ip_forward", "1")
-	return n
 }

@@ -115,7 +115,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}()
 	a.log.Info("nswire-agent started", "node", a.cfg.NodeName, "confDir", a.cfg.ConfDir,
-		"routes", a.routes != nil, "resync", a.cfg.Resync)
+		"routes", a.routes != nil, "resync", a.cfg.Resync.String())
 	a.loop(ctx)
 	a.log.Info("nswire-agent stopping; conflist and routes stay in place")
 	return nil

@@ -30,7 +30,7 @@ func (a *Agent) sync() {
 	}
 	if a.conflistDone && a.routesDone && !a.ready.Load() {
 		a.ready.Store(true)
-		a.log.Info("ready: conflist written and routes converged", "took", time.Since(start))
+		a.log.Info("ready: conflist written and routes converged", "took", time.Since(start).String())
 	}
 }
 

@@ -37,6 +37,8 @@ type Config struct {
 	NodeName      string
 	ConfDir       string          // the conflist goes to ConfDir/ConflistName
 	ClusterCIDRs  []netip.Prefix  // reached without masquerade
+	Bridge        string          // the pods' bridge; "" means nswire0
+	IPAMDataDir   string          // nswire-ipam's dataDir; "" means its default
 	Netlink       *netlink.Handle // namespace of the routes; the caller closes it after Run
 	DisableRoutes bool            // another routing engine carries pod CIDR routes
 	Resync        time.Duration   // 0 means DefaultResync

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"net/netip"
@@ -30,9 +31,10 @@ type plugin struct {
 }
 
 type ipamConf struct {
-	Type   string        `json:"type"`
-	Ranges [][]ipamRange `json:"ranges"`
-	Routes []ipamRoute   `json:"routes"`
+	Type    string        `json:"type"`
+	DataDir string        `json:"dataDir,omitempty"`
+	Ranges  [][]ipamRange `json:"ranges"`
+	Routes  []ipamRoute   `json:"routes"`
 }
 
 type ipamRange struct {
@@ -43,19 +45,26 @@ type ipamRoute struct {
 	Dst string `json:"dst"`
 }
 
+// Network is what the node's conflist holds besides its pod CIDRs.
+type Network struct {
+	ClusterCIDRs []netip.Prefix // reached without masquerade
+	Bridge       string         // "" means nswire's default, nswire0
+	IPAMDataDir  string         // "" means nswire-ipam's default, /var/lib/cni/networks
+}
+
 // RenderConflist renders the node's network: one IPAM range set per pod
 // CIDR, a default route per family present, and the cluster CIDRs exempt
 // from masquerade so pods reach pods on other nodes with their own
 // addresses. The output is deterministic, so equal inputs give equal bytes.
-func RenderConflist(podCIDRs, clusterCIDRs []netip.Prefix) ([]byte, error) {
+func RenderConflist(podCIDRs []netip.Prefix, nw Network) ([]byte, error) {
 	if len(podCIDRs) == 0 {
 		return nil, errors.New("no pod CIDR")
 	}
 	p := plugin{
-		Type: "nswire", Bridge: "nswire0", IPMasq: true, HairpinMode: true,
-		NonMasqueradeCIDRs: prefixStrings(clusterCIDRs),
+		Type: "nswire", Bridge: cmp.Or(nw.Bridge, "nswire0"), IPMasq: true, HairpinMode: true,
+		NonMasqueradeCIDRs: prefixStrings(nw.ClusterCIDRs),
 		Capabilities:       map[string]bool{"portMappings": true, "bandwidth": true},
-		IPAM:               ipamConf{Type: "nswire-ipam"},
+		IPAM:               ipamConf{Type: "nswire-ipam", DataDir: nw.IPAMDataDir},
 	}
 	var v4, v6 bool
 	for _, c := range podCIDRs {

@@ -53,7 +53,7 @@ func loadRendered(t *testing.T, data []byte) *config.Net {
 }
 
 func TestRenderConflistIPv4(t *testing.T) {
-	data, err := RenderConflist(prefixes("10.244.1.0/24"), prefixes("10.244.0.0/16"))
+	data, err := RenderConflist(prefixes("10.244.1.0/24"), Network{ClusterCIDRs: prefixes("10.244.0.0/16")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func TestRenderConflistIPv4(t *testing.T) {
 }
 
 func TestRenderConflistDualStack(t *testing.T) {
-	data, err := RenderConflist(prefixes("10.244.1.0/24", "fd00:10:244:1::/64"), prefixes("10.244.0.0/16", "fd00:10:244::/56"))
+	data, err := RenderConflist(prefixes("10.244.1.0/24", "fd00:10:244:1::/64"), Network{ClusterCIDRs: prefixes("10.244.0.0/16", "fd00:10:244::/56")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,11 +93,11 @@ func TestRenderConflistDualStack(t *testing.T) {
 	if len(p.IPAM.Routes) != 2 || p.IPAM.Routes[1].Dst != "::/0" {
 		t.Errorf("routes %+v", p.IPAM.Routes)
 	}
-	again, _ := RenderConflist(prefixes("10.244.1.0/24", "fd00:10:244:1::/64"), prefixes("10.244.0.0/16", "fd00:10:244::/56"))
+	again, _ := RenderConflist(prefixes("10.244.1.0/24", "fd00:10:244:1::/64"), Network{ClusterCIDRs: prefixes("10.244.0.0/16", "fd00:10:244::/56")})
 	if string(again) != string(data) {
 		t.Error("rendering is not deterministic")
 	}
-	if _, err := RenderConflist(nil, prefixes("10.244.0.0/16")); err == nil {
+	if _, err := RenderConflist(nil, Network{ClusterCIDRs: prefixes("10.244.0.0/16")}); err == nil {
 		t.Error("no pod CIDR rendered a conflist")
 	}
 }

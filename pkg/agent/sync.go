@@ -50,7 +50,7 @@ func (a *Agent) syncConflist(nodes []*corev1.Node) error {
 		return nil
 	}
 	a.waiting("")
-	data, err := RenderConflist(PodCIDRs(self), a.cfg.ClusterCIDRs)
+	data, err := RenderConflist(PodCIDRs(self), Network{ClusterCIDRs: a.cfg.ClusterCIDRs, Bridge: a.cfg.Bridge, IPAMDataDir: a.cfg.IPAMDataDir})
 	if err != nil {
 		return err
 	}

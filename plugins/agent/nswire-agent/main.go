@@ -25,10 +25,12 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/nswire/nswire/pkg/agent"
+	"github.com/nswire/nswire/pkg/config"
 )
 
 type options struct {
 	kubeconfig, nodeName, confDir, binDir, pluginDir, healthAddr string
+	bridge, ipamDataDir                                          string
 	clusterCIDRs                                                 []netip.Prefix
 	routes                                                       bool
 	resync                                                       time.Duration
@@ -63,6 +65,8 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.binDir, "cni-bin-dir", "", "install nswire and nswire-ipam here at start; empty: do not install")
 	fs.StringVar(&o.pluginDir, "plugin-dir", "", "directory holding the nswire and nswire-ipam to install (default: the agent's own directory)")
 	fs.StringVar(&cidrs, "cluster-cidr", "", "the cluster's pod CIDR(s), comma-separated, at most one per family")
+	fs.StringVar(&o.bridge, "bridge", "nswire0", "the pods' bridge, written into the conflist")
+	fs.StringVar(&o.ipamDataDir, "ipam-data-dir", "", "nswire-ipam's dataDir, written into the conflist; empty: its default, /var/lib/cni/networks")
 	fs.StringVar(&o.healthAddr, "health-addr", ":9467", "serve /healthz, /readyz and /metrics here; empty: off")
 	fs.BoolVar(&o.routes, "routes", true, "route other nodes' pod CIDRs (false when another routing engine does)")
 	fs.DurationVar(&o.resync, "resync", agent.DefaultResync, "period of the sync without Node events")
@@ -74,6 +78,13 @@ func parseFlags(args []string) (options, error) {
 	}
 	if o.nodeName == "" {
 		return o, errors.New("--node-name (or NODE_NAME) is required")
+	}
+	// Checked here: a conflist nswire refuses would fail every pod.
+	if err := config.ValidateIfName(o.bridge); err != nil {
+		return o, fmt.Errorf("--bridge: %w", err)
+	}
+	if o.ipamDataDir != "" && !filepath.IsAbs(o.ipamDataDir) {
+		return o, fmt.Errorf("--ipam-data-dir %q is not an absolute path", o.ipamDataDir)
 	}
 	var err error
 	o.clusterCIDRs, err = parseCIDRs(cidrs)
@@ -113,7 +124,7 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 		return err
 	}
 	cfg := agent.Config{Client: client, NodeName: o.nodeName, ConfDir: o.confDir, ClusterCIDRs: o.clusterCIDRs,
-		DisableRoutes: !o.routes, Resync: o.resync, Logger: log}
+		Bridge: o.bridge, IPAMDataDir: o.ipamDataDir, DisableRoutes: !o.routes, Resync: o.resync, Logger: log}
 	if o.routes {
 		if cfg.Netlink, err = netlink.NewHandle(); err != nil {
 			return fmt.Errorf("netlink: %w", err)

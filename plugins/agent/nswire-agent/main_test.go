@@ -12,7 +12,7 @@ func TestParseFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	if o.nodeName != "from-env" || o.confDir != "/etc/cni/net.d" || o.routes || o.resync != 3*time.Second ||
-		len(o.clusterCIDRs) != 2 || o.healthAddr != ":9467" {
+		len(o.clusterCIDRs) != 2 || o.healthAddr != ":9467" || o.bridge != "nswire0" || o.ipamDataDir != "" {
 		t.Errorf("options %+v", o)
 	}
 	o, err = parseFlags([]string{"--node-name", "n1", "--cluster-cidr", "10.244.0.0/16"})
@@ -25,6 +25,8 @@ func TestParseFlags(t *testing.T) {
 		{"--node-name", "n", "--cluster-cidr", "10.0.0.0/8,10.244.0.0/16"}, // two IPv4
 		{"--node-name", "n", "--cluster-cidr", "10.244.0.0"},               // not a prefix
 		{"--node-name", "n", "--cluster-cidr", "10.0.0.0/8", "extra"},
+		{"--node-name", "n", "--cluster-cidr", "10.0.0.0/8", "--bridge", "a/b"},
+		{"--node-name", "n", "--cluster-cidr", "10.0.0.0/8", "--ipam-data-dir", "relative/dir"},
 	} {
 		if bad[0] == "--cluster-cidr" {
 			t.Setenv("NODE_NAME", "")

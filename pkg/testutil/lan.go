@@ -32,6 +32,10 @@ func NewLAN(t T) *LAN {
 // so IPv6 works at once) and turns forwarding on in n: a node routes.
 func (l *LAN) Attach(t T, n *NS, cidrs ...string) {
 	t.Helper()
+	// Link-local addresses skip DAD too: a tentative one delays neighbour
+	// discovery on the fresh link by a second or two.
+	l.Sysctl("net/ipv6/conf/default/accept_dad", "0")
+	n.Sysctl("net/ipv6/conf/default/accept_dad", "0")
 	port := Name("lp")
 	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: port, MasterIndex: l.bridge.Attrs().Index},
 		PeerName: "eth-lan", PeerNamespace: netlink.NsFd(n.Fd())}

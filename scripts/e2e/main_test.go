@@ -11,7 +11,7 @@ import (
 )
 
 var (
-	binDir  string // nswire and nswire-ipam, built for this run
+	binDir  string // nswire, nswire-ipam and nswire-agent, built for this run
 	refDir  string // reference plugins v1.10.0 and cnitool
 	cnitool string
 	repo    string // module root, for conf/
@@ -20,6 +20,9 @@ var (
 func TestMain(m *testing.M) {
 	os.Exit(testutil.RunWithPlugins(m, func(bin, ref string) error {
 		binDir, refDir, cnitool = bin, ref, filepath.Join(ref, "cnitool")
+		if err := testutil.BuildPlugins(bin, "plugins/agent/nswire-agent"); err != nil {
+			return err
+		}
 		var err error
 		if repo, err = moduleRoot(); err != nil {
 			return err

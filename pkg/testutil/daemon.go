@@ -48,4 +48,3 @@ func (d *Daemon) LogTail() string {
 	b, _ := os.ReadFile(d.log)
 	return tail(b, 40)
 }
-

@@ -4,7 +4,7 @@ BIN := bin
 PREFIX_BIN ?= /opt/cni/bin
 PREFIX_CONF ?= /etc/cni/net.d
 
-.PHONY: all build test test-short demo bench bench-cri install uninstall clean deps
+.PHONY: all build test test-short demo bench bench-k8s install uninstall clean deps
 
 all: build
 
@@ -31,10 +31,13 @@ demo: deps
 bench: deps build
 	bash scripts/bench.sh
 
-# RunPodSandbox and StopPodSandbox through containerd's CRI, nswire against
-# the reference bridge + host-local + portmap chain in the same run.
-bench-cri: deps
+# Kubernetes paths: RunPodSandbox and StopPodSandbox through containerd's
+# CRI, nswire against the reference bridge + host-local + portmap chain in
+# the same run; nswire-agent's CPU, memory and convergence under a churn of
+# 100 Nodes against a real API server.
+bench-k8s: deps
 	$(GO) test -run '^$$' -bench CRI -benchtime 40x ./scripts/e2e
+	$(GO) test -run '^$$' -bench AgentChurn -benchtime 1x ./scripts/e2e
 
 install: build
 	install -d $(PREFIX_BIN) $(PREFIX_CONF)

@@ -43,6 +43,9 @@ func (d *Daemon) Exited() bool {
 	}
 }
 
+// Pid is the daemon's process ID (nsenter execs it in place).
+func (d *Daemon) Pid() int { return d.cmd.Process.Pid }
+
 // LogTail is the end of the daemon's log.
 func (d *Daemon) LogTail() string {
 	b, _ := os.ReadFile(d.log)

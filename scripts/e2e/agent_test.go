@@ -36,7 +36,7 @@ const clusterCIDRs = "10.244.0.0/16,fd00:10:244::/56"
 // L2 segment, each running nswire-agent as the DaemonSet would: with the
 // ServiceAccount and RBAC of conf/k8s/nswire-agent.yaml.
 type cluster struct {
-	t          *testing.T
+	t          testing.TB
 	lk         *leaks
 	lan        *testutil.LAN
 	cp         *testutil.ControlPlane
@@ -57,7 +57,7 @@ type agentNode struct {
 	agent   *testutil.Daemon
 }
 
-func newCluster(t *testing.T) *cluster {
+func newCluster(t testing.TB) *cluster {
 	lk := newLeaks(t)
 	c := &cluster{t: t, lk: lk, lan: testutil.NewLAN(t), nodes: map[string]*agentNode{}}
 	cpNS := lk.ns()
@@ -73,7 +73,7 @@ func newCluster(t *testing.T) *cluster {
 
 // applyRBAC creates the manifest's ServiceAccount, ClusterRole and
 // ClusterRoleBinding, so the agents run with exactly the rights it grants.
-func applyRBAC(t *testing.T, k kubernetes.Interface, manifest string) {
+func applyRBAC(t testing.TB, k kubernetes.Interface, manifest string) {
 	f, err := os.Open(manifest)
 	if err != nil {
 		t.Fatal(err)
@@ -115,7 +115,7 @@ func applyRBAC(t *testing.T, k kubernetes.Interface, manifest string) {
 	}
 }
 
-func mustDecode(t *testing.T, doc []byte, v any) {
+func mustDecode(t testing.TB, doc []byte, v any) {
 	if err := utilyaml.Unmarshal(doc, v); err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +174,7 @@ func (c *cluster) startAgent(n *agentNode) {
 }
 
 // routes is node n's agent routes: destination -> gateways.
-func (n *agentNode) routes(t *testing.T) map[string][]string {
+func (n *agentNode) routes(t testing.TB) map[string][]string {
 	out := map[string][]string{}
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
 		rs, err := n.Handle().RouteListFiltered(fam, &netlink.Route{Protocol: agent.RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
@@ -189,7 +189,7 @@ func (n *agentNode) routes(t *testing.T) map[string][]string {
 }
 
 // wantRoutes waits until node n routes exactly want (destination -> gateway).
-func (n *agentNode) wantRoutes(t *testing.T, what string, want map[string]string) {
+func (n *agentNode) wantRoutes(t testing.TB, what string, want map[string]string) {
 	t.Helper()
 	var got map[string][]string
 	// Long enough for client-go's relist backoff after an API server outage.
@@ -244,7 +244,7 @@ func waitFor(d time.Duration, ok func() bool) bool {
 }
 
 // conflist waits for the agent's conflist and loads it.
-func (n *agentNode) conflist(t *testing.T) *libcni.NetworkConfigList {
+func (n *agentNode) conflist(t testing.TB) *libcni.NetworkConfigList {
 	t.Helper()
 	path := filepath.Join(n.confDir, agent.ConflistName)
 	if !waitFor(20*time.Second, func() bool { _, err := os.Stat(path); return err == nil }) {
@@ -258,7 +258,7 @@ func (n *agentNode) conflist(t *testing.T) *libcni.NetworkConfigList {
 }
 
 // ranges is the IPAM subnets of an nswire conflist.
-func ranges(t *testing.T, list *libcni.NetworkConfigList) []string {
+func ranges(t testing.TB, list *libcni.NetworkConfigList) []string {
 	var p struct {
 		IPAM struct {
 			Ranges [][]struct{ Subnet string }
@@ -300,8 +300,17 @@ func (n *agentNode) readyz() (int, error) {
 	return code, err
 }
 
+// waitRoutes waits until node n holds count routes of the agent.
+func (n *agentNode) waitRoutes(t testing.TB, count int) {
+	t.Helper()
+	var got map[string][]string
+	if !waitFor(60*time.Second, func() bool { got = n.routes(t); return len(got) == count }) {
+		t.Fatalf("%s: %d routes, want %d\n%s", n.name, len(got), count, n.agent.LogTail())
+	}
+}
+
 // waitReady waits until the agent's /readyz says it has converged.
-func (n *agentNode) waitReady(t *testing.T) {
+func (n *agentNode) waitReady(t testing.TB) {
 	t.Helper()
 	var code int
 	var err error
@@ -311,7 +320,7 @@ func (n *agentNode) waitReady(t *testing.T) {
 }
 
 // podOn adds a pod to node n through the agent's conflist.
-func (n *agentNode) podOn(t *testing.T, list *libcni.NetworkConfigList, lk *leaks) (*testutil.NS, *libcni.RuntimeConf, []string) {
+func (n *agentNode) podOn(t testing.TB, list *libcni.NetworkConfigList, lk *leaks) (*testutil.NS, *libcni.RuntimeConf, []string) {
 	t.Helper()
 	pns := lk.ns()
 	rt := testutil.RT(testutil.Name("pod"), pns, "eth0")

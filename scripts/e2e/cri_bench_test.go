@@ -26,7 +26,7 @@ const refChainTemplate = `{
 // BenchmarkCRIPodSandbox times what the kubelet waits for through
 // containerd, RunPodSandbox with one hostPort and StopPodSandbox +
 // RemovePodSandbox, with nswire and with the reference chain in the same
-// run: make bench-cri.
+// run: make bench-k8s.
 func BenchmarkCRIPodSandbox(b *testing.B) {
 	b.Run("nswire", func(b *testing.B) {
 		n := newCRINode(b, newLeaks(b), "nswire.conflist.tmpl")

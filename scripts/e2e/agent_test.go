@@ -436,10 +436,23 @@ func TestAgentCluster(t *testing.T) {
 		if one.agent.Exited() {
 			t.Fatalf("the agent exited without its API server:\n%s", one.agent.LogTail())
 		}
+		// An agent (re)started while the API server is down waits for it,
+		// and touches nothing meanwhile.
+		twoWant := flat(two.routes(t))
+		two.agent.Stop()
+		c.startAgent(two)
+		time.Sleep(3 * time.Second)
+		if two.agent.Exited() {
+			t.Fatalf("an agent started without its API server exited:\n%s", two.agent.LogTail())
+		}
+		if got := flat(two.routes(t)); len(got) != len(twoWant) {
+			t.Errorf("routes of an agent started during the outage %v, want %v kept", got, twoWant)
+		}
 		c.cp.StartAPIServer()
 		c.createNode(5, "")
 		want["10.244.5.0/24"], want["fd00:10:244:5::/64"] = "192.0.2.5", "2001:db8:2::5"
 		one.wantRoutes(t, "a node created after the outage", want)
+		two.waitReady(t)
 	})
 
 	t.Run("node off the LAN is skipped and reported", func(t *testing.T) {

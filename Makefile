@@ -22,6 +22,7 @@ deps:
 # Every test: unit, kernel integration, race detector.
 test: deps
 	$(GO) vet ./...
+	bash scripts/check-layers.sh
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 20m ./...
 	bash scripts/multinode.sh
 

@@ -190,8 +190,9 @@ func TestKubelet(t *testing.T) {
 }
 
 // deletePod deletes the pod at once (grace 0) and waits until the kubelet
-// has torn its network down (StopPodSandbox: CNI DEL) and removed its
-// sandbox, which its container GC does on a fixed one-minute period.
+// has torn its network down (StopPodSandbox: CNI DEL). Its container GC
+// removes the stopped sandbox only on a fixed one-minute period, so the
+// test does not wait for that; containerd's cleanup removes it.
 func deletePod(t testing.TB, c *cluster, n *kubeletNode, name string) {
 	t.Helper()
 	start := time.Now()
@@ -203,10 +204,6 @@ func deletePod(t testing.TB, c *cluster, n *kubeletNode, name string) {
 		t.Fatalf("pod %s's network is still on %s\n%s", name, n.name, n.kubelet.LogTail())
 	}
 	t.Logf("network of %s torn down %v after the deletion", name, time.Since(start).Round(time.Millisecond))
-	if !waitFor(2*time.Minute, func() bool { return len(n.sandboxes(t, name)) == 0 }) {
-		t.Fatalf("pod %s's sandbox still in containerd: %v\n%s", name, n.sandboxes(t, name), n.kubelet.LogTail())
-	}
-	t.Logf("sandbox of %s removed %v after the deletion", name, time.Since(start).Round(time.Millisecond))
 	n.assertClean(t)
 }
 

@@ -14,8 +14,6 @@
 //	chain ports     (regular)                 dnat ip to ip daddr . l4proto . th dport map @dnat4
 //	                                          dnat ip to l4proto . th dport map @dnat4any
 //	                                          (same for ip6 with @dnat6, @dnat6any)
-//	                                          then the same keys in vmap @ports4 ... (layout
-//	                                          before the data maps)
 //	chain forward   filter  forward     -10   ct status dnat accept
 //	                                          saddr . daddr @noicc drop
 //	                                          saddr . daddr @intra accept
@@ -26,11 +24,11 @@
 //	                                          saddr @masq saddr . daddr != @intra masquerade    (ipMasq)
 //	chain a-<net8>-<att16>                    per attachment: published ports record
 //	chain g-<net8>-<att16>                    per attachment (routed mode): anti-spoofing record
+//	chain layout-1                            the layout stamp (see Layout version)
 //
 // table bridge nswire
 //
 //	chain guard-pre filter  prerouting  -300  anti-spoofing rules (bridge mode):
-//	                                          iifname vmap @guard             (layout before the sets)
 //	                                          iifname != @guarded return
 //	                                          iifname != @nomac iifname . ether saddr != @gmac drop
 //	                                          arp: the same for the sender MAC; sender IP 0.0.0.0
@@ -41,17 +39,16 @@
 //	                                          drop
 //	chain forward   filter  forward     -200  iifname @noicc meta pkttype != host drop
 //	chain g-<net8>-<att16>                    per attachment: anti-spoofing record
+//	chain layout-1                            the layout stamp
 //
 // Sets and maps (4 and 6 stand for one per address family):
 //
 //	dnat4/6       addr . proto . port : ctr addr . port   published on one host address
 //	dnat4/6any    proto . port : ctr addr . port          published on every host address
-//	ports4/6(any) the same keys : verdict         the layout before the data maps
 //	guarded       ifname                          host veths under anti-spoofing (both tables)
 //	gmac          ifname . ether_addr             the MAC each may send from
 //	gip4/6        ifname . address                the addresses each may send from
 //	nomac         ifname                          host veths whose MAC is not checked
-//	guard         ifname : verdict                the layout before the sets: jumps to g- chains
 //	noicc         ifname                          bridge: host veths of attachments with icc=false
 //	nets4/6       interval                        subnets of every nswire network
 //	iso4/6        interval                        subnets of networks with isolation
@@ -105,16 +102,10 @@
 // the guard elements. Neither ever lists a whole set, chain list or ruleset; the work
 // is proportional to the attachment's own ports and addresses whatever the
 // number of containers. The kernel serialises transactions, so concurrent
-// ADDs from different processes need no lock: nothing is cached, nothing
-// is created with NLM_F_EXCL, and the base chains are created by a
-// transaction that flushes and refills them, so they never end up doubled.
-// That transaction runs only when ADD's first round of GETs shows the
-// tables missing or flushed: the use count of the inet chain "ports" (its
-// 4 rules plus the gotos of nat-pre and nat-out) is below 6, or the bridge
-// chain guard-pre has no rule.
-// The first round also lists the bridge chain guard-pre: a rule count other
-// than the current layout's (a flushed chain, or the single vmap rule of
-// the layout before the guard sets) rebuilds the base chains.
+// ADDs from different processes need no lock: nothing is cached, and what
+// two of them race to create is either created exclusively (the tables,
+// the DNAT elements) or added and flushed in the same transaction (the
+// record chains), so it never ends up doubled.
 // GC is the one verb that lists: it lists chains of the two tables, picks
 // a-/g- chains with the network's tag whose attachment tag is not valid,
 // and deletes each such attachment as DEL does. It then lists the set
@@ -128,10 +119,12 @@
 // The kernel handles a netfilter netlink request inside the sendmsg that
 // carries it, so nswire pipelines: the independent GETs of one step go in
 // one sendmsg (at most one dump each, a second one would get EBUSY) and
-// each reply takes one recvmsg. Transactions are encoded by
-// google/nftables but sent by nswire with a single acknowledgement
-// requested, on the last message (failures of any message and of the
-// commit are reported before it). A fresh ADD is one round of GETs, plus
+// each reply takes one recvmsg. The transactions of ADD, DEL and GC are
+// built by nswire (txn.go: elements, record chains and their rules
+// without expressions, each message with its own flags) and sent with a
+// single acknowledgement requested, on the last message (failures of any
+// message and of the commit are reported before it). Only the creation of
+// the tables goes through google/nftables. A fresh ADD is one round of GETs, plus
 // one dump of dnat4 and of dnat6 when a port is published on every host
 // address (see Port conflicts), and one transaction; a DEL is two rounds
 // and one transaction.
@@ -140,29 +133,27 @@
 // rules without expressions, which the kernel does not validate: the cost
 // of a commit does not grow with the number of attachments. (A commit
 // that adds a jump or goto validates the jump graph of its table through
-// every map into every chain. The layouts before the guard sets and the
-// DNAT data maps jumped from a map element to a chain per attachment: at
-// 980 attachments such a commit took 2.5-3.4 ms in the kernel for
-// anti-spoofing, 1.4-1.8 ms for a DNAT chain.)
+// every map into every chain: with a verdict map jumping to a chain per
+// attachment, at 980 attachments such a commit took 2.5-3.4 ms in the
+// kernel for anti-spoofing, 1.4-1.8 ms for a DNAT chain.)
 //
-// # Upgrade from the layouts before the guard sets and the DNAT data maps
+// # Layout version
 //
-// The first ADD after an upgrade finds the base chains of the older layout
-// (the probes count guard-pre's rules and the ports chain's use) and
-// rebuilds them. It then moves what older attachments own (migrate.go):
-// each published port from its verdict element and its a- chain's DNAT
-// rule comment (the datum) into the data maps, each anti-spoofing chain's
-// record into the guard sets; one transaction each, which also turns
-// those chains into records. Attachments then read, check and delete as
-// if this layout had made them.
-//
-// The base chains still consult the older maps (guard-pre and raw-pre
-// begin with `iifname vmap @guard`, the ports chain ends with the verdict
-// maps), for what a binary of the older layout adds while the upgrade
-// rolls out: its g- chains return into the base chain when a frame is
-// allowed, and their ports are not in @guarded. DEL of such an attachment
-// finds its chain still referenced (EBUSY) and takes the slow path that
-// lists the maps for elements naming it.
+// Each table carries the layout version (layoutVersion, layout.go) as the
+// name of a regular chain, layout-<version>, that holds one rule without
+// expressions (comment "nswire layout <version>"); nothing jumps to it.
+// ADD's first round GETs both tables (their handles) and both stamp
+// chains (their use counts). A table that is missing, has no stamp chain
+// of this version, or whose stamp chain lost its rule (`nft flush
+// table`) is rebuilt before the ADD goes on: deleted and created again
+// with its sets, base chains and stamp, in two transactions that each
+// fail when another process rebuilt first. The delete names the table by
+// the handle the probe saw (the kernel never reuses a handle, so a table
+// someone rebuilt meanwhile is not deleted again), and the creation is
+// exclusive. The ADD then reads again. Only nswire's two tables are
+// touched, and only ADD rebuilds: DEL, CHECK and GC never create a table.
+// Elements of a rebuilt table are gone; an attachment made before gets
+// them back at its next ADD, and its DEL succeeds without them.
 //
 // # Port conflicts
 //

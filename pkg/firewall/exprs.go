@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"net"
 
-	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
@@ -103,10 +102,6 @@ func lookup(set string, reg uint32, invert bool) *expr.Lookup {
 	return &expr.Lookup{SourceRegister: reg, SetName: set, Invert: invert}
 }
 
-func vmap(set string, reg uint32) *expr.Lookup {
-	return &expr.Lookup{SourceRegister: reg, SetName: set, DestRegister: 0, IsDestRegSet: true}
-}
-
 func verdict(k expr.VerdictKind) *expr.Verdict          { return &expr.Verdict{Kind: k} }
 func jumpTo(k expr.VerdictKind, c string) *expr.Verdict { return &expr.Verdict{Kind: k, Chain: c} }
 
@@ -137,9 +132,4 @@ func etherType(t uint16) []expr.Any {
 
 func comment(s string) []byte {
 	return userdata.AppendString(nil, userdata.Type(0) /* NFTNL_UDATA_RULE_COMMENT */, s)
-}
-
-func ruleComment(r *nftables.Rule) string {
-	s, _ := userdata.GetString(r.UserData, userdata.Type(0))
-	return s
 }

@@ -3,7 +3,6 @@ package firewall
 import (
 	"errors"
 	"fmt"
-	"net"
 	"sync"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -28,8 +27,7 @@ type Firewall struct {
 	mu  sync.Mutex
 	fd  int
 	q   *nlConn         // hot path: pipelined GETs and transactions (nl.go)
-	enc *encoder        // encodes transactions for q
-	nft *nftables.Conn  // listings (GC, Addresses, repair); opened on first use
+	nft *nftables.Conn  // listings (GC, Addresses); opened on first use
 	nl  *netlink.Handle // conntrack; opened on first use
 }
 
@@ -39,7 +37,7 @@ func New(o Options) (*Firewall, error) {
 	if fd < 0 {
 		fd = 0
 	}
-	f := &Firewall{fd: fd, enc: newEncoder()}
+	f := &Firewall{fd: fd}
 	var err error
 	if f.q, err = dialNL(fd); err != nil {
 		return nil, err
@@ -100,73 +98,23 @@ func (f *Firewall) Close() {
 	}
 }
 
-// commit sends what is queued on the encoder as one transaction. A
-// queueing error drops the queue and is returned.
-func (f *Firewall) commit(queueErr error) error {
-	msgs, err := f.enc.take()
-	if queueErr != nil {
-		return queueErr
+// commit sends tx as one transaction, or reports its encoding error.
+func (f *Firewall) commit(tx *txn) error {
+	if tx.err != nil {
+		return tx.err
 	}
-	if err != nil {
-		return err
-	}
-	return f.q.batch(exclusive(msgs))
-}
-
-// EnsureTables creates or repairs nswire's tables, sets and base chains.
-// Add calls it by itself when the tables are missing or flushed; it never
-// touches per-attachment state.
-func (f *Firewall) EnsureTables() error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.ensureTables()
-}
-
-func (f *Firewall) ensureTables() error {
-	if err := f.commit(addSkeleton(f.enc.c)); err != nil {
-		return fmt.Errorf("create nftables table %s: %w", TableName, err)
-	}
-	if err := f.migratePorts(); err != nil {
-		return err
-	}
-	return f.migrateGuards()
-}
-
-// portsUse is the use count of the intact inet chain "ports": its 8 rules
-// plus the gotos of nat-pre and nat-out. Flushing the table (or any of
-// those chains) lowers it, and so does the layout before the DNAT data
-// maps (4 rules).
-const portsUse = 10
-
-// guardPreRules is the number of rules of the bridge chain guard-pre
-// (guardBase(true)); a test keeps the two in step. Any other count means
-// the chain was flushed, or made by the layout before the guard sets.
-const guardPreRules = 11
-
-// skeletonProbes ask whether the base chains still hold their rules: a
-// GET of the inet chain "ports" (its use count) and a listing of the
-// bridge chain guard-pre. They ride along with the first round of
-// readState.
-func skeletonProbes() (ports, guardPre *request) {
-	return getChainReq(inetTable, chainPorts), dumpRulesReq(brTable, "guard-pre")
-}
-
-// skeletonIntact reads the probes' answers. Missing tables report false
-// as well: ensureTables creates them.
-func skeletonIntact(ports, guardPre *request) bool {
-	if ports.err != nil || ports.chainUse() < portsUse {
-		return false
-	}
-	return guardPre.err == nil && len(guardPre.msgs) == guardPreRules
+	return f.q.batch(tx.msgs)
 }
 
 // Add installs everything of one attachment in a single nftables
 // transaction: it all applies or nothing does. Adding an attachment that
-// already exists replaces its state.
+// already exists replaces its state. The first ADD on a host, and the
+// first after the tables changed layout or were flushed, rebuilds
+// nswire's tables first (layout.go).
 //
-// Netlink traffic of a fresh ADD: one pipelined round of GETs (base chains
-// intact? attachment's chains present?), one more per address family when
-// a port is published on every host address, and the transaction.
+// Netlink traffic of a fresh ADD: one pipelined round of GETs (tables of
+// this layout? attachment's chains present?), one more per address family
+// when a port is published on every host address, and the transaction.
 func (f *Firewall) Add(a *Attachment) error {
 	if err := validateAttachment(a); err != nil {
 		return err
@@ -175,41 +123,18 @@ func (f *Firewall) Add(a *Attachment) error {
 	defer f.mu.Unlock()
 	keys := portKeys(a)
 	nm := namesOf(a.Net.Name, a.ContainerID, a.IfName)
-	ports, guardPre := skeletonProbes()
-	netAsserts := networkAsserts(a.Net, false)
-	extra := []*request{ports, guardPre}
-	for _, na := range netAsserts {
-		extra = append(extra, na.probe()...)
-	}
-	st, err := f.readState(nm, readOpts{extra: extra, keys: keys})
-	if err != nil {
-		return fmt.Errorf("firewall: add %s: %w", nm.owner, err)
-	}
-	if !skeletonIntact(ports, guardPre) {
-		// First ADD on this host, or someone flushed or deleted our
-		// tables: (re)create them and refill the base chains first.
-		if err := f.ensureTables(); err != nil {
-			return err
+	var err error
+	// Read again after a rebuild, or when something vanished between
+	// the read and the commit (ENOENT).
+	for attempt := 0; attempt < 3; attempt++ {
+		err = f.addOnce(a, nm, keys)
+		if !errors.Is(err, errRebuilt) && !isNotFound(err) {
+			break
 		}
-	}
-	local, err := f.localAddrs(keys)
-	if err != nil {
-		return err
-	}
-	err = f.addOnce(a, nm, st, keys, local, netAsserts)
-	if isNotFound(err) {
-		// Someone deleted our table between the probe and the commit.
-		if err := f.ensureTables(); err != nil {
-			return err
-		}
-		if st, err = f.readState(nm, readOpts{keys: keys}); err != nil {
-			return fmt.Errorf("firewall: add %s: %w", nm.owner, err)
-		}
-		err = f.addOnce(a, nm, st, keys, local, networkAsserts(a.Net, false))
 	}
 	if err != nil {
 		if errors.Is(err, unix.EEXIST) {
-			if c := f.diagnoseConflict(nm, keys, local); c != nil {
+			if c := f.diagnoseConflict(nm, keys); c != nil {
 				return c
 			}
 		}
@@ -219,27 +144,44 @@ func (f *Firewall) Add(a *Attachment) error {
 	return nil
 }
 
-func (f *Firewall) addOnce(a *Attachment, nm names, st *state, keys []portKey, local map[int][]net.IP, network []*netAssert) error {
-	c := f.enc.c
-	qerr := func() error {
-		// Replace semantics: drop what a previous ADD left, then add.
-		if err := f.queueDelete(st, a.HostIf, false); err != nil {
-			return err
-		}
-		if err := queueNetwork(c, network); err != nil {
-			return err
-		}
-		if err := queuePorts(c, nm, keys, local); err != nil {
-			return err
-		}
-		return queueGuard(c, a, nm)
-	}()
-	return f.commit(qerr)
+// addOnce reads the attachment's state and the tables' stamps in one
+// round, then replaces the state in one transaction.
+func (f *Firewall) addOnce(a *Attachment, nm names, keys []portKey) error {
+	stamps := stampProbes()
+	network := networkAsserts(a.Net, false)
+	extra := stampRequests(stamps)
+	for _, na := range network {
+		extra = append(extra, na.probe()...)
+	}
+	st, err := f.readState(nm, readOpts{extra: extra, keys: keys})
+	if err != nil {
+		return err
+	}
+	if !allCurrent(stamps) {
+		return f.rebuild(stamps)
+	}
+	local, err := f.localAddrs(keys)
+	if err != nil {
+		return err
+	}
+	tx := &txn{}
+	// Replace semantics: drop what a previous ADD left, then add.
+	if err := f.queueDelete(tx, st, a.HostIf, false); err != nil {
+		return err
+	}
+	queueNetwork(tx, network)
+	queuePorts(tx, nm, keys, local)
+	queueGuard(tx, a, nm)
+	return f.commit(tx)
 }
 
 // diagnoseConflict finds which key made the transaction fail with EEXIST
 // and who holds it, for a precise CNI error.
-func (f *Firewall) diagnoseConflict(nm names, keys []portKey, local map[int][]net.IP) error {
+func (f *Firewall) diagnoseConflict(nm names, keys []portKey) error {
+	local, err := f.localAddrs(keys)
+	if err != nil {
+		return nil
+	}
 	for _, k := range keys {
 		for _, o := range append([]portKey{k}, overlapping(k, local)...) {
 			e, err := f.getElem(inetTable, o.set(), o.key())

@@ -242,9 +242,12 @@ func TestLocalhostProtection(t *testing.T) {
 	if !received("without-rule") {
 		t.Fatal("control: packet to 127.0.0.1 did not reach the host even without the rule")
 	}
-	must(t, tp.fw.EnsureTables(), "EnsureTables restores the rule")
+	// A rebuild restores it: delete the table, the next Add remakes it.
+	tp.fw.testConn(t).DelTable(inetTable)
+	must(t, tp.fw.testConn(t).Flush(), "delete table")
+	tp.add(c)
 	if received("restored") {
-		t.Fatal("a packet to 127.0.0.1 reached the host after EnsureTables")
+		t.Fatal("a packet to 127.0.0.1 reached the host after the rebuild")
 	}
 }
 
@@ -419,13 +422,18 @@ func TestDelOnEmptyHost(t *testing.T) {
 	fw, err := New(Options{NetNSFd: int(host.Fd())})
 	must(t, err, "New")
 	defer fw.Close()
-	must(t, fw.Del(&Attachment{Net: Network{Name: "n"}, ContainerID: "c", IfName: "eth0"}), "Del")
+	a := &Attachment{Net: Network{Name: "n"}, ContainerID: "c", IfName: "eth0"}
+	must(t, fw.Del(a), "Del")
+	must(t, fw.GC(Network{Name: "n"}, nil), "GC")
+	a.HostIf, a.IPs = "fake0", []*net.IPNet{{IP: net.IPv4(10, 0, 0, 2), Mask: net.CIDRMask(24, 32)}}
+	if err := fw.Check(a); err == nil {
+		t.Fatal("Check passed on an empty host")
+	}
 	tables, err := fw.testConn(t).ListTables()
 	must(t, err, "list tables")
 	if len(tables) != 0 {
-		t.Fatalf("Del created tables: %v", tables)
+		t.Fatalf("Del, GC or Check created tables: %v", tables)
 	}
-	must(t, fw.GC(Network{Name: "n"}, nil), "GC")
 }
 
 func TestCheck(t *testing.T) {
@@ -547,11 +555,25 @@ func TestPortConflicts(t *testing.T) {
 	must(t, tp.fw.Check(x.att), "x intact")
 }
 
-// Several processes adding at once on a fresh host: the skeleton is created
-// once, every Add succeeds.
+// Several processes adding at once on a fresh host, or on one whose
+// tables another layout made: the tables are rebuilt once, every Add
+// succeeds and keeps its elements.
 func TestConcurrentAdds(t *testing.T) {
+	t.Run("fresh", func(t *testing.T) { concurrentAdds(t, false) })
+	t.Run("other layout", func(t *testing.T) { concurrentAdds(t, true) })
+}
+
+func concurrentAdds(t *testing.T, otherLayout bool) {
 	tp := newTopo(t)
 	b := tp.addBridge(1, nil)
+	if otherLayout {
+		tp.add(tp.addContainer(b, 2))
+		c := tp.fw.testConn(t)
+		for _, tb := range []*nftables.Table{inetTable, brTable} {
+			c.FlushChain(&nftables.Chain{Table: tb, Name: stampChain})
+		}
+		must(t, c.Flush(), "unstamp")
+	}
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
 	for i := 0; i < 8; i++ {

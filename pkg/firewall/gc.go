@@ -97,7 +97,9 @@ func (f *Firewall) GC(n Network, valid []types.GCAttachment) error {
 		errs = append(errs, err)
 	}
 	if len(valid) == 0 && len(n.Subnets) > 0 {
-		if err := f.commit(queueNetwork(f.enc.c, networkAsserts(n, true))); err != nil && !isNotFound(err) {
+		tx := &txn{}
+		queueNetwork(tx, networkAsserts(n, true))
+		if err := f.commit(tx); err != nil && !isNotFound(err) {
 			errs = append(errs, fmt.Errorf("firewall: gc network %s: %w", n.Name, err))
 		}
 	}
@@ -121,7 +123,9 @@ func (f *Firewall) gcUnrecorded(network string, keep map[string]bool) error {
 			}
 			g, err := f.listGuard(t, string(bytes.TrimRight(e.key, "\x00")))
 			if err == nil {
-				err = f.commit(queueUnguard(f.enc.c, t, g))
+				tx := &txn{}
+				queueUnguard(tx, t, g)
+				err = f.commit(tx)
 			}
 			if err != nil {
 				return fmt.Errorf("firewall: gc %s: %w", e.comment, err)

@@ -74,9 +74,8 @@ func (g guardSpec) record() []string {
 	return out
 }
 
-// parseGuardRecord reads a g- chain's comments back. Chains of the layout
-// before the guard sets carry the same first line, "mac" and "ip" lines
-// and lines this ignores; ok is false without the first line.
+// parseGuardRecord reads a g- chain's comments back; ok is false without
+// the first line.
 func parseGuardRecord(comments []string) (g guardSpec, ok bool) {
 	if len(comments) == 0 {
 		return g, false
@@ -130,54 +129,35 @@ func (g guardSpec) elems() []element {
 }
 
 // queueGuard writes the attachment's record chain and its guard elements.
-func queueGuard(c *nftables.Conn, a *Attachment, nm names) error {
+func queueGuard(tx *txn, a *Attachment, nm names) {
 	t := guardTable(a.Net)
-	ch := &nftables.Chain{Table: t, Name: nm.guard}
-	c.AddChain(ch)
-	if err := queueRecordedGuard(c, t, ch, specOf(a, nm.owner)); err != nil {
-		return err
-	}
-	if a.Net.Bridge != "" && !a.Net.ICC {
-		return c.SetAddElements(setDef(brTable, setNoICCBr), []nftables.SetElement{{Key: ifname(a.HostIf), Comment: nm.owner}})
-	}
-	return nil
-}
-
-// queueRecordedGuard refills the record chain ch with g's record and
-// adds g's guard elements.
-func queueRecordedGuard(c *nftables.Conn, t *nftables.Table, ch *nftables.Chain, g guardSpec) error {
-	c.FlushChain(ch)
+	g := specOf(a, nm.owner)
+	tx.addChain(t, nm.guard)
+	tx.flushChain(t, nm.guard)
 	for _, r := range g.record() {
-		c.AddRule(&nftables.Rule{Table: t, Chain: ch, UserData: comment(r)})
+		tx.addRecord(t, nm.guard, r)
 	}
 	for _, e := range g.elems() {
-		if err := c.SetAddElements(setDef(t, e.set), []nftables.SetElement{{Key: e.key, Comment: e.comment}}); err != nil {
-			return err
-		}
+		tx.addElems(t, e.set, setElem{key: e.key, comment: e.comment})
 	}
-	return nil
+	if a.Net.Bridge != "" && !a.Net.ICC {
+		tx.addElems(brTable, setNoICCBr, setElem{key: ifname(a.HostIf), comment: nm.owner})
+	}
 }
 
 // queueUnguard removes g's elements from table t, and the port's icc=false
 // element in the bridge table. Each element is added, then deleted: the
 // pair commits whether or not the element was there, so DEL needs no
 // GET per element and converges when a previous DEL half ran.
-func queueUnguard(c *nftables.Conn, t *nftables.Table, g guardSpec) error {
+func queueUnguard(tx *txn, t *nftables.Table, g guardSpec) {
 	els := g.elems()
 	if t == brTable {
 		els = append(els, element{set: setNoICCBr, key: ifname(g.hostIf)})
 	}
 	for _, e := range els {
-		s := setDef(t, e.set)
-		el := []nftables.SetElement{{Key: e.key}}
-		if err := c.SetAddElements(s, el); err != nil {
-			return err
-		}
-		if err := c.SetDeleteElements(s, el); err != nil {
-			return err
-		}
+		tx.addElems(t, e.set, setElem{key: e.key})
+		tx.delElems(t, e.set, setElem{key: e.key})
 	}
-	return nil
 }
 
 // guardBase is the anti-spoofing part of the base chain (bridge guard-pre,
@@ -186,8 +166,7 @@ func queueUnguard(c *nftables.Conn, t *nftables.Table, g guardSpec) error {
 // 0.0.0.0, and the ARP sender MAC must be its MAC); IPv6 one of its
 // addresses, the link-local address of its MAC, or :: (DAD, MLD).
 // Anything else from a guarded port is dropped, VLAN-tagged frames
-// included. The first rule serves chains of the layout before the guard
-// sets, whose map elements jump to per-attachment chains.
+// included.
 func guardBase(bridge bool) [][]expr.Any {
 	proto := func(fam int) []expr.Any {
 		if !bridge {
@@ -202,7 +181,6 @@ func guardBase(bridge bool) [][]expr.Any {
 	drop, ret := verdict(expr.VerdictDrop), verdict(expr.VerdictReturn)
 	macChecked := []expr.Any{port, lookup(setNoMAC, reg32, true)}
 	rules := [][]expr.Any{
-		{meta(expr.MetaKeyIIFNAME, reg1), vmap(setGuard, reg1)},
 		{port, lookup(setGuarded, reg32, true), ret},
 		cat(macChecked, []expr.Any{ll(6, 6, reg32+4), lookup(setGMAC, reg32, true), drop}),
 	}

@@ -4,18 +4,16 @@ import (
 	"bytes"
 	"net"
 	"slices"
-
-	"github.com/google/nftables"
 )
 
 // netAssert is one network-level set and the elements a network wants in
 // it (want) or out of it.
 type netAssert struct {
 	set  string
-	els  []nftables.SetElement
+	els  []setElem
 	want bool
 	// When asked (probe): the start of each interval of els and its GET.
-	starts []nftables.SetElement
+	starts []setElem
 	probes []*request
 }
 
@@ -33,7 +31,7 @@ func networkAsserts(n Network, remove bool) []*netAssert {
 		if len(subs) == 0 {
 			continue
 		}
-		var single []nftables.SetElement
+		var single []setElem
 		for _, s := range subs {
 			single = append(single, intervalElems(s, fam)...)
 		}
@@ -66,9 +64,9 @@ func networkAsserts(n Network, remove bool) []*netAssert {
 // requests for the first round of an ADD.
 func (a *netAssert) probe() []*request {
 	for _, e := range a.els {
-		if !e.IntervalEnd {
+		if !e.intervalEnd {
 			a.starts = append(a.starts, e)
-			a.probes = append(a.probes, getRangeReq(inetTable, a.set, e.Key, e.KeyEnd))
+			a.probes = append(a.probes, getRangeReq(inetTable, a.set, e.key, e.keyEnd))
 		}
 	}
 	return a.probes
@@ -89,8 +87,8 @@ func (a *netAssert) settled() bool {
 		// An interval set answers with the interval holding the key: it
 		// is ours only if it starts (and for a range, ends) where ours does.
 		start := a.starts[i]
-		exact := got.found && bytes.Equal(got.key, start.Key) &&
-			(start.KeyEnd == nil || bytes.Equal(got.keyEnd, start.KeyEnd))
+		exact := got.found && bytes.Equal(got.key, start.key) &&
+			(start.keyEnd == nil || bytes.Equal(got.keyEnd, start.keyEnd))
 		if exact != a.want {
 			return false
 		}
@@ -105,33 +103,27 @@ func (a *netAssert) settled() bool {
 // wanted. An asserted element is added (adding an existing element
 // without NLM_F_EXCL is a no-op), and removed again when the network does
 // not want it (add then delete: absent afterwards either way).
-func queueNetwork(c *nftables.Conn, asserts []*netAssert) error {
+func queueNetwork(tx *txn, asserts []*netAssert) {
 	for _, a := range asserts {
 		if a.settled() {
 			continue
 		}
-		if err := c.SetAddElements(setDef(inetTable, a.set), a.els); err != nil {
-			return err
-		}
-		if a.want {
-			continue
-		}
-		if err := c.SetDeleteElements(setDef(inetTable, a.set), a.els); err != nil {
-			return err
+		tx.addElems(inetTable, a.set, a.els...)
+		if !a.want {
+			tx.delElems(inetTable, a.set, a.els...)
 		}
 	}
-	return nil
 }
 
 // pairElems encodes every (source prefix . destination prefix) pair for a
 // concatenated interval set.
-func pairElems(srcs, dsts []*net.IPNet, fam int) []nftables.SetElement {
-	var els []nftables.SetElement
+func pairElems(srcs, dsts []*net.IPNet, fam int) []setElem {
+	var els []setElem
 	for _, s := range srcs {
 		for _, d := range dsts {
 			sf, sl := bounds(s, fam)
 			df, dl := bounds(d, fam)
-			els = append(els, nftables.SetElement{Key: concat(sf, df), KeyEnd: concat(sl, dl)})
+			els = append(els, setElem{key: concat(sf, df), keyEnd: concat(sl, dl)})
 		}
 	}
 	return els
@@ -155,14 +147,14 @@ func bounds(n *net.IPNet, fam int) (first, last []byte) {
 // intervalElems encodes a prefix for an rbtree interval set: start element
 // and, unless the range reaches the top of the address space, an
 // interval-end element at last+1.
-func intervalElems(n *net.IPNet, fam int) []nftables.SetElement {
+func intervalElems(n *net.IPNet, fam int) []setElem {
 	first, last := bounds(n, fam)
-	els := []nftables.SetElement{{Key: first}}
+	els := []setElem{{key: first}}
 	end := slices.Clone(last)
 	for i := len(end) - 1; i >= 0; i-- {
 		end[i]++
 		if end[i] != 0 {
-			return append(els, nftables.SetElement{Key: end, IntervalEnd: true})
+			return append(els, setElem{key: end, intervalEnd: true})
 		}
 	}
 	return els

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -25,13 +24,13 @@ import (
 //     second recvmsg for its NLMSG_DONE).
 //   - A transaction (batch) asks for a single acknowledgement, on its last
 //     message: the kernel still reports every failing message, and the
-//     commit error, before that ack. google/nftables acknowledges and
-//     echoes every message, which costs two recvmsg per message.
+//     commit error, before that ack. google/nftables acknowledges every
+//     message, which costs two recvmsg per message.
 //   - Replies are read into one reusable buffer, without the MSG_PEEK
 //     recvmsg that sizes each read in mdlayher/netlink.
 //
-// Objects are still encoded by google/nftables: the batch is queued on a
-// Conn whose dial function captures the messages instead of sending them.
+// The messages of a transaction are built in txn.go; the tables' own
+// objects (rebuild.go) go through google/nftables.
 
 // nlConn is a NETLINK_NETFILTER socket read and written directly.
 type nlConn struct {
@@ -246,35 +245,41 @@ func (n *nlConn) exchange(reqs ...*request) error {
 	return nil
 }
 
-// batch sends one nftables transaction (BEGIN, msgs, END as captured from
-// google/nftables) acknowledged on its last message only, and returns the
-// errors the kernel reported, joined.
-func (n *nlConn) batch(msgs []netlink.Message) error {
-	if len(msgs) <= 2 {
-		return nil // BEGIN and END only
+// batch sends one nftables transaction (BEGIN, msgs, END) acknowledged on
+// its last message only, and returns the errors the kernel reported,
+// joined.
+func (n *nlConn) batch(msgs []txnMsg) error {
+	if len(msgs) == 0 {
+		return nil
 	}
-	var b []byte
+	subsys := []byte{0, unix.NFNETLINK_V0, 0, unix.NFNL_SUBSYS_NFTABLES} // res_id, big endian
+	b := appendMsg(nil, unix.NFNL_MSG_BATCH_BEGIN, unix.NLM_F_REQUEST, n.nextSeq(), subsys)
 	first, last := uint32(0), uint32(0)
 	for i, m := range msgs {
-		flags := uint16(m.Header.Flags) &^ (unix.NLM_F_ACK | unix.NLM_F_ECHO)
-		if i == len(msgs)-2 {
+		flags := unix.NLM_F_REQUEST | m.flags
+		if i == len(msgs)-1 {
 			flags |= unix.NLM_F_ACK
 		}
 		seq := n.nextSeq()
 		if i == 0 {
 			first = seq
 		}
-		if i == len(msgs)-2 {
-			last = seq
-		}
-		b = appendMsg(b, uint16(m.Header.Type), flags, seq, m.Data)
+		last = seq
+		hdr := []byte{byte(m.fam), unix.NFNETLINK_V0, 0, 0}
+		b = appendMsg(b, uint16(unix.NFNL_SUBSYS_NFTABLES<<8)|m.typ, flags, seq, append(hdr, m.data...))
 	}
+	b = appendMsg(b, unix.NFNL_MSG_BATCH_END, unix.NLM_F_REQUEST, n.nextSeq(), subsys)
 	if err := n.send(b); err != nil {
 		return err
 	}
-	// Everything is queued once send returns: read until the ack of the
-	// last message, or until the queue is empty (a batch-level error such
-	// as ENOMEM may come without it).
+	return n.batchErrors(first, last)
+}
+
+// batchErrors reads the replies of a batch whose messages have sequence
+// numbers first..last. Everything is queued once send returns: it reads
+// until the ack of the last message, or until the queue is empty (a
+// batch-level error such as ENOMEM may come without it).
+func (n *nlConn) batchErrors(first, last uint32) error {
 	var errs []error
 	acked, seen := false, false
 	for !acked {
@@ -298,60 +303,4 @@ func (n *nlConn) batch(msgs []netlink.Message) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// encoder queues nftables objects with google/nftables and hands back the
-// batch it would have sent.
-type encoder struct {
-	c    *nftables.Conn
-	msgs []netlink.Message
-}
-
-func newEncoder() *encoder {
-	e := &encoder{}
-	ack := []netlink.Message{{Header: netlink.Header{Type: netlink.Error}, Data: make([]byte, 4)}}
-	e.c, _ = nftables.New(nftables.AsLasting(), nftables.WithTestDial(func(req []netlink.Message) ([]netlink.Message, error) {
-		if req != nil {
-			e.msgs = append(e.msgs[:0], req...)
-			return nil, nil
-		}
-		return ack, nil // what Flush waits for after each message
-	}))
-	return e
-}
-
-// take returns the queued batch (BEGIN ... END) and empties the queue.
-func (e *encoder) take() ([]netlink.Message, error) {
-	e.msgs = e.msgs[:0]
-	if err := e.c.Flush(); err != nil {
-		return nil, err
-	}
-	out := e.msgs
-	e.msgs = nil
-	return out, nil
-}
-
-// exclusive sets NLM_F_EXCL on the messages adding elements to a DNAT map,
-// so that the kernel refuses a key that is present whatever its datum. Two
-// attachments may translate to the same container address and port (in
-// two networks whose subnets overlap): without the flag, the second one's
-// element would be taken as already there, and its overlap assertion
-// (add, then delete) would delete the first one's element.
-func exclusive(msgs []netlink.Message) []netlink.Message {
-	newElem := netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWSETELEM)
-	for i := range msgs {
-		if msgs[i].Header.Type != newElem || len(msgs[i].Data) < 4 {
-			continue
-		}
-		ad, err := netlink.NewAttributeDecoder(msgs[i].Data[4:])
-		if err != nil {
-			continue
-		}
-		for ad.Next() {
-			if ad.Type() == unix.NFTA_SET_ELEM_LIST_SET && strings.HasPrefix(ad.String(), "dnat") {
-				msgs[i].Header.Flags |= netlink.Excl
-			}
-		}
-	}
-	return msgs
 }

@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"net"
 	"slices"
-
-	"github.com/google/nftables"
 )
 
 // queuePorts adds the attachment's record chain and its DNAT map
@@ -17,35 +15,25 @@ import (
 // The a- chain only records the keys: its rules have no expressions, so
 // nothing in a commit validates it (a verdict map element going to a
 // chain per attachment made every commit walk all of them).
-func queuePorts(c *nftables.Conn, nm names, keys []portKey, local map[int][]net.IP) error {
+func queuePorts(tx *txn, nm names, keys []portKey, local map[int][]net.IP) {
 	if len(keys) == 0 {
-		return nil
+		return
 	}
-	ch := &nftables.Chain{Table: inetTable, Name: nm.att}
-	c.AddChain(ch)
-	c.FlushChain(ch)
+	tx.addChain(inetTable, nm.att)
+	tx.flushChain(inetTable, nm.att)
 	for _, k := range keys {
-		c.AddRule(&nftables.Rule{Table: inetTable, Chain: ch, UserData: comment(k.record())})
+		tx.addRecord(inetTable, nm.att, k.record())
 	}
 	for _, k := range keys {
-		el := []nftables.SetElement{{Key: k.key(), Val: k.data(), Comment: nm.owner}}
-		if err := c.SetAddElements(setDef(inetTable, k.set()), el); err != nil {
-			return err
-		}
+		tx.addExclusive(inetTable, k.set(), setElem{key: k.key(), val: k.data(), comment: nm.owner})
 	}
 	for _, k := range keys {
 		for _, o := range overlapping(k, local) {
-			el := []nftables.SetElement{{Key: o.key(), Val: k.data()}}
-			s := setDef(inetTable, o.set())
-			if err := c.SetAddElements(s, el); err != nil {
-				return err
-			}
-			if err := c.SetDeleteElements(s, el); err != nil {
-				return err
-			}
+			el := setElem{key: o.key(), val: k.data()}
+			tx.addExclusive(inetTable, o.set(), el)
+			tx.delElems(inetTable, o.set(), el)
 		}
 	}
-	return nil
 }
 
 // overlapping lists the keys of other maps that would capture the same

@@ -1,7 +1,6 @@
 package firewall
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -24,6 +23,12 @@ import (
 func isNotFound(err error) bool {
 	// google/nftables formats some receive errors with %v, losing the errno.
 	return errors.Is(err, unix.ENOENT) || (err != nil && strings.HasSuffix(err.Error(), unix.ENOENT.Error()))
+}
+
+func getTableReq(t *nftables.Table) *request {
+	return &request{typ: unix.NFT_MSG_GETTABLE, fam: t.Family, attrs: []netlink.Attribute{
+		{Type: unix.NFTA_TABLE_NAME, Data: cstr(t.Name)},
+	}}
 }
 
 func getChainReq(t *nftables.Table, name string) *request {
@@ -199,24 +204,10 @@ func nestedValue(ad *netlink.AttributeDecoder, typ uint16) []byte {
 	return v
 }
 
-// chainExists asks for one chain by name.
-func (f *Firewall) chainExists(t *nftables.Table, name string) (bool, error) {
-	r := getChainReq(t, name)
-	if err := f.q.exchange(r); err != nil {
-		return false, err
-	}
-	ok, err := r.exists()
-	if err != nil {
-		return false, fmt.Errorf("get chain %s %s: %w", t.Name, name, err)
-	}
-	return ok, nil
-}
-
 // elem is what a GET of one set or map element returns.
 type elem struct {
 	found       bool
 	key, keyEnd []byte
-	chain       string // jump/goto target (verdict maps)
 	data        []byte // datum (data maps)
 	comment     string
 }
@@ -256,7 +247,7 @@ func (f *Firewall) chainComments(t *nftables.Table, chain string) ([]string, err
 	return r.ruleComments(), nil
 }
 
-// listElems lists the elements of one set, verdicts included; a missing
+// listElems lists the elements of one set; a missing
 // set has none. A slow path: ADD and DEL never list a set of all
 // attachments.
 func (f *Firewall) listElems(t *nftables.Table, set string) ([]elem, error) {
@@ -273,8 +264,7 @@ func (f *Firewall) listElems(t *nftables.Table, set string) ([]elem, error) {
 	return r.elems(), nil
 }
 
-// elems decodes the elements a GETSETELEM dump returned, verdicts
-// included (google/nftables' listing drops them).
+// elems decodes the elements a GETSETELEM dump returned.
 func (r *request) elems() []elem {
 	var out []elem
 	r.replies(func(ad *netlink.AttributeDecoder) {
@@ -292,7 +282,6 @@ func decodeElem(e *netlink.AttributeDecoder) elem {
 		case nftaSetElemKeyEnd:
 			out.keyEnd = nestedValue(e, unix.NFTA_DATA_VALUE)
 		case unix.NFTA_SET_ELEM_DATA:
-			out.chain = verdictChain(e)
 			out.data = nestedValue(e, unix.NFTA_DATA_VALUE)
 		case unix.NFTA_SET_ELEM_USERDATA:
 			out.comment, _ = userdata.GetString(e.Bytes(), userdata.NFTNL_UDATA_SET_ELEM_COMMENT)
@@ -301,25 +290,12 @@ func decodeElem(e *netlink.AttributeDecoder) elem {
 	return out
 }
 
-// verdictChain is the chain a verdict (NFTA_DATA_VERDICT nested in ad's
-// current attribute) jumps or goes to.
-func verdictChain(ad *netlink.AttributeDecoder) string {
-	var chain string
-	ad.Nested(func(d *netlink.AttributeDecoder) error {
-		for d.Next() {
-			if d.Type() == unix.NFTA_DATA_VERDICT {
-				if v := nestedValue(d, unix.NFTA_VERDICT_CHAIN); v != nil {
-					chain = string(bytes.TrimRight(v, "\x00"))
-				}
-			}
-		}
-		return nil
-	})
-	return chain
-}
-
 func cstr(s string) []byte { return append([]byte(s), 0) }
 
 // nftaSetElemKeyEnd is NFTA_SET_ELEM_KEY_END (Linux 5.6), missing from
 // x/sys/unix.
 const nftaSetElemKeyEnd = 10
+
+// nftaTableHandle is NFTA_TABLE_HANDLE (Linux 4.16), missing from
+// x/sys/unix.
+const nftaTableHandle = 4

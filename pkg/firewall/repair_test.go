@@ -6,45 +6,86 @@ import (
 	"github.com/google/nftables"
 )
 
-// TestRepairAfterFlush: `nft flush table` of either table is seen by the
-// next Add's probes and repaired.
+// stampsCurrent asks the kernel whether both tables carry this layout.
+func (tp *topo) stampsCurrent() bool {
+	tp.t.Helper()
+	probes := stampProbes()
+	must(tp.t, tp.fw.q.exchange(stampRequests(probes)...), "probe")
+	return allCurrent(probes)
+}
+
+// TestRepairAfterFlush: `nft flush table` of either table removes its
+// stamp, and the next Add rebuilds that table.
 func TestRepairAfterFlush(t *testing.T) {
 	tp := newTopo(t)
 	b := tp.addBridge(1, nil)
 	c := tp.addContainer(b, 2)
 	tp.add(c)
 	serve(t, c.ns, 7002)
-	probe := func() (*request, *request) {
-		p, g := skeletonProbes()
-		must(t, tp.fw.q.exchange(p, g), "probe")
-		return p, g
-	}
-	p, g := probe()
-	if p.chainUse() != portsUse || !skeletonIntact(p, g) {
-		t.Fatalf("fresh tables: ports use %d (want %d), guard-pre %d rules", p.chainUse(), portsUse, len(g.msgs))
+	if !tp.stampsCurrent() {
+		t.Fatal("fresh tables do not carry the stamp")
 	}
 	for _, tb := range []*nftables.Table{inetTable, brTable} {
 		tp.fw.testConn(t).FlushTable(tb)
 		must(t, tp.fw.testConn(t).Flush(), "flush")
-		if skeletonIntact(probe()) {
-			t.Fatalf("flushed table %d reported intact", tb.Family)
+		if tp.stampsCurrent() {
+			t.Fatalf("flushed table %d reported current", tb.Family)
 		}
 		d := tp.addContainer(b, 3+int(tb.Family))
 		tp.add(d)
-		if !skeletonIntact(probe()) {
-			t.Fatal("not repaired by the next Add")
+		if !tp.stampsCurrent() {
+			t.Fatal("not rebuilt by the next Add")
 		}
 		must(t, tp.fw.Check(d.att), "check")
 		tp.mustReach(d.ns, "tcp", hp(c.ip4, 7002), nil, d.ip4.String())
 	}
 }
 
-// TestGuardPreRules keeps the probe's expected rule count in step with the
-// rules guard-pre is made with.
-func TestGuardPreRules(t *testing.T) {
-	if n := len(guardBase(true)); n != guardPreRules {
-		t.Fatalf("guardBase(true) has %d rules, guardPreRules is %d", n, guardPreRules)
+// TestRebuildOtherLayout: a table stamped by another layout version is
+// deleted and recreated by the next Add (an element it held is gone), and
+// neither another table of the same name in another family nor another
+// table of the same family is touched. DEL, CHECK and GC create nothing.
+func TestRebuildOtherLayout(t *testing.T) {
+	tp := newTopo(t)
+	b := tp.addBridge(1, nil)
+	x := tp.addContainer(b, 2, PortMapping{HostPort: 8080, ContainerPort: 80})
+	tp.add(x)
+	c := tp.fw.testConn(t)
+	other := &nftables.Table{Name: "other", Family: nftables.TableFamilyINet}
+	ipTable := &nftables.Table{Name: TableName, Family: nftables.TableFamilyIPv4}
+	for _, tb := range []*nftables.Table{other, ipTable} {
+		c.AddTable(tb)
+		c.AddChain(&nftables.Chain{Table: tb, Name: "keep"})
 	}
+	// What a binary of another layout would have left: its stamp instead of ours.
+	old := c.AddChain(&nftables.Chain{Table: inetTable, Name: "layout-0"})
+	c.AddRule(&nftables.Rule{Table: inetTable, Chain: old, UserData: comment("nswire layout 0")})
+	c.FlushChain(&nftables.Chain{Table: inetTable, Name: stampChain})
+	c.DelChain(&nftables.Chain{Table: inetTable, Name: stampChain})
+	must(t, c.Flush(), "other layout")
+	if tp.stampsCurrent() {
+		t.Fatal("a table of another layout reported current")
+	}
+
+	y := tp.addContainer(b, 3)
+	tp.add(y)
+	if !tp.stampsCurrent() {
+		t.Fatal("not rebuilt by the next Add")
+	}
+	if got := tp.chains(nftables.TableFamilyINet, "layout-"); len(got) != 1 || got[0] != stampChain {
+		t.Fatalf("stamp chains after the rebuild: %v", got)
+	}
+	if n := tp.count(inetTable, "dnat4any"); n != 0 {
+		t.Fatalf("dnat4any holds %d elements after the rebuild, want 0", n)
+	}
+	for _, tb := range []*nftables.Table{other, ipTable} {
+		if _, err := c.ListChain(tb, "keep"); err != nil {
+			t.Fatalf("table %s (family %d) touched by the rebuild: %v", tb.Name, tb.Family, err)
+		}
+	}
+	must(t, tp.fw.Check(y.att), "Check after the rebuild")
+	tp.add(x) // its next ADD brings x's elements back
+	must(t, tp.fw.Check(x.att), "Check of the re-added attachment")
 }
 
 // TestReAddAfterRecordLost: an ADD repeated after someone flushed the

@@ -22,7 +22,6 @@ const (
 
 // Set and chain names.
 const (
-	setGuard    = "guard" // ifname : verdict, the layout before the guard sets (see guardBase)
 	setNoICCBr  = "noicc" // bridge table: host ports of attachments with icc=false
 	chainPorts  = "ports"
 	attPrefix   = "a-" // per-attachment published ports record: a-<net8>-<att16>
@@ -32,10 +31,6 @@ const (
 // dnatSet names the DNAT data map of a family, for one host address or
 // ("any") every host address.
 func dnatSet(fam int, any bool) string { return famSet("dnat", fam, any) }
-
-// legacyPortsSet names the verdict maps of the layout before the DNAT data
-// maps, whose elements go to a- chains holding the DNAT rules.
-func legacyPortsSet(fam int, any bool) string { return famSet("ports", fam, any) }
 
 func famSet(base string, fam int, any bool) string {
 	s := sN(base, fam)
@@ -78,17 +73,11 @@ func addrType(fam int) nftables.SetDatatype {
 // setDef returns the definition of a named set; the same value is used to
 // create it and to add or delete elements.
 func setDef(t *nftables.Table, name string) *nftables.Set {
-	vm := func(key nftables.SetDatatype, concat bool) *nftables.Set {
-		return &nftables.Set{Table: t, Name: name, IsMap: true, KeyType: key,
-			DataType: nftables.TypeVerdict, Concatenation: concat}
-	}
 	portAnd := func(typ nftables.SetDatatype) *nftables.Set {
 		return &nftables.Set{Table: t, Name: name, Concatenation: true,
 			KeyType: nftables.MustConcatSetType(nftables.TypeIFName, typ)}
 	}
 	switch name {
-	case setGuard:
-		return vm(nftables.TypeIFName, false)
 	case setGuarded, setNoMAC, setNoICCBr:
 		// Host byte order, as nft declares string keys: `nft list` then
 		// shows the names instead of reading them backwards.
@@ -99,14 +88,6 @@ func setDef(t *nftables.Table, name string) *nftables.Set {
 		return portAnd(nftables.TypeIPAddr)
 	case setGIP6:
 		return portAnd(nftables.TypeIP6Addr)
-	case "ports4", "ports6":
-		fam := 4
-		if name == "ports6" {
-			fam = 6
-		}
-		return vm(nftables.MustConcatSetType(addrType(fam), nftables.TypeInetProto, nftables.TypeInetService), true)
-	case "ports4any", "ports6any":
-		return vm(nftables.MustConcatSetType(nftables.TypeInetProto, nftables.TypeInetService), true)
 	case "dnat4", "dnat6", "dnat4any", "dnat6any":
 		return dnatDef(t, name)
 	}
@@ -140,8 +121,7 @@ func dnatDef(t *nftables.Table, name string) *nftables.Set {
 }
 
 func inetSetNames() []string {
-	names := append([]string{setGuard, "ports4", "ports4any", "ports6", "ports6any",
-		"dnat4", "dnat4any", "dnat6", "dnat6any"}, guardSets...)
+	names := append([]string{"dnat4", "dnat4any", "dnat6", "dnat6any"}, guardSets...)
 	for _, fam := range []int{4, 6} {
 		for _, b := range []string{nsNets, nsIso, nsMasq, nsInternal, nsIntra, nsNoICC, nsNoMasq} {
 			names = append(names, sN(b, fam))
@@ -155,36 +135,37 @@ func baseChain(t *nftables.Table, name string, typ nftables.ChainType, hook *nft
 		Priority: nftables.ChainPriorityRef(nftables.ChainPriority(prio))}
 }
 
-// addSkeleton queues the tables, sets, base chains and static rules. It is
-// idempotent and safe against concurrent runs: everything is added without
-// NLM_F_EXCL and every static chain is flushed and refilled in the same
-// transaction, so whichever batch commits last leaves exactly one copy.
-// Set elements are never touched.
-func addSkeleton(c *nftables.Conn) error {
-	c.AddTable(inetTable)
-	c.AddTable(brTable)
-	for i, n := range inetSetNames() {
-		s := setDef(inetTable, n)
+// setNames lists the named sets of a table.
+func setNames(t *nftables.Table) []string {
+	if t == brTable {
+		return append([]string{setNoICCBr}, guardSets...)
+	}
+	return inetSetNames()
+}
+
+// addSkeleton queues table t as this layout makes it: the table (created
+// exclusively, see rebuild), its sets, its base chains with their rules
+// and the layout stamp.
+func addSkeleton(c *nftables.Conn, t *nftables.Table) error {
+	c.CreateTable(t)
+	for i, n := range setNames(t) {
+		s := setDef(t, n)
 		s.ID = uint32(1000 + i)
 		if err := c.AddSet(s, nil); err != nil {
 			return err
 		}
 	}
-	for i, n := range append([]string{setGuard, setNoICCBr}, guardSets...) {
-		s := setDef(brTable, n)
-		s.ID = uint32(1100 + i)
-		if err := c.AddSet(s, nil); err != nil {
-			return err
-		}
-	}
-
 	for _, cr := range skeletonChains() {
+		if cr.ch.Table != t {
+			continue
+		}
 		c.AddChain(cr.ch)
-		c.FlushChain(cr.ch)
 		for _, r := range cr.rules {
-			c.AddRule(&nftables.Rule{Table: cr.ch.Table, Chain: cr.ch, Exprs: r})
+			c.AddRule(&nftables.Rule{Table: t, Chain: cr.ch, Exprs: r})
 		}
 	}
+	stamp := c.AddChain(&nftables.Chain{Table: t, Name: stampChain})
+	c.AddRule(&nftables.Rule{Table: t, Chain: stamp, UserData: comment(stampNote)})
 	return nil
 }
 
@@ -207,15 +188,11 @@ func skeletonChains() []chainRules {
 			nfproto(4), []expr.Any{nh(16, 1, reg1), cmp(expr.CmpOpEq, reg1, []byte{127}), verdict(expr.VerdictDrop)}),
 	}, guardBase(false)...)...)
 
-	// DNAT of published ports, for packets from outside and from the host:
-	// through the data maps, then through the verdict maps of the layout
-	// before them (elements a binary of that layout may still add).
+	// DNAT of published ports, for packets from outside and from the host.
 	toPorts := cat(fibDaddrLocal(), []expr.Any{jumpTo(expr.VerdictGoto, chainPorts)})
 	var ports [][]expr.Any
-	for _, legacy := range []bool{false, true} {
-		for _, fam := range []int{4, 6} {
-			ports = append(ports, portsRule(fam, false, legacy), portsRule(fam, true, legacy))
-		}
+	for _, fam := range []int{4, 6} {
+		ports = append(ports, portsRule(fam, false), portsRule(fam, true))
 	}
 	put(&nftables.Chain{Table: inetTable, Name: chainPorts}, ports...)
 	put(baseChain(inetTable, "nat-pre", nat, nftables.ChainHookPrerouting, PrioDstNAT), toPorts)
@@ -267,22 +244,19 @@ func skeletonChains() []chainRules {
 
 // portsRule is one rule of the chain "ports": it loads the key of a
 // family's map for one host address or any, then looks it up.
-func portsRule(fam int, any, legacy bool) []expr.Any {
+func portsRule(fam int, any bool) []expr.Any {
 	var key []expr.Any
 	n := uint32(0)
 	if !any {
 		key, n = []expr.Any{daddr(fam, reg32)}, regsFor(fam)
 	}
 	key = append(key, meta(expr.MetaKeyL4PROTO, reg32+n), load(expr.PayloadBaseTransportHeader, 2, 2, reg32+n+1))
-	return cat(nfproto(fam), key, portLookup(fam, any, legacy))
+	return cat(nfproto(fam), key, portLookup(fam, any))
 }
 
 // portLookup ends a ports rule whose key is in reg32: a DNAT data map
-// lookup and the translation to its datum, or a legacy verdict map.
-func portLookup(fam int, any, legacy bool) []expr.Any {
-	if legacy {
-		return []expr.Any{vmap(legacyPortsSet(fam, any), reg32)}
-	}
+// lookup and the translation to its datum.
+func portLookup(fam int, any bool) []expr.Any {
 	natFam := uint32(unix.NFPROTO_IPV4)
 	if fam == 6 {
 		natFam = unix.NFPROTO_IPV6

@@ -2,13 +2,11 @@ package firewall
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"net"
 	"slices"
 
 	"github.com/google/nftables"
-	"golang.org/x/sys/unix"
 )
 
 // state is what exists in the kernel for one attachment, found by targeted
@@ -220,12 +218,9 @@ func (r *stateReader) takePorts() error {
 // queueDelete removes what readState found. With dropChains false the
 // chains stay (they are about to be flushed and refilled by Add). hostIf
 // names the host port when a guard chain lost its record.
-func (f *Firewall) queueDelete(st *state, hostIf string, dropChains bool) error {
-	c := f.enc.c
+func (f *Firewall) queueDelete(tx *txn, st *state, hostIf string, dropChains bool) error {
 	for _, k := range st.ports {
-		if err := c.SetDeleteElements(setDef(inetTable, k.set()), []nftables.SetElement{{Key: k.key()}}); err != nil {
-			return err
-		}
+		tx.delElems(inetTable, k.set(), setElem{key: k.key()})
 	}
 	for _, t := range st.guardChains {
 		g, ok := parseGuardRecord(st.guardIn[t])
@@ -238,22 +233,18 @@ func (f *Firewall) queueDelete(st *state, hostIf string, dropChains bool) error 
 				return err
 			}
 		}
-		if err := queueUnguard(c, t, g); err != nil {
-			return err
-		}
+		queueUnguard(tx, t, g)
 	}
 	if !dropChains {
 		return nil
 	}
 	if st.attExists {
-		ch := &nftables.Chain{Table: inetTable, Name: st.nm.att}
-		c.FlushChain(ch)
-		c.DelChain(ch)
+		tx.flushChain(inetTable, st.nm.att)
+		tx.delChain(inetTable, st.nm.att)
 	}
 	for _, t := range st.guardChains {
-		ch := &nftables.Chain{Table: t, Name: st.nm.guard}
-		c.FlushChain(ch)
-		c.DelChain(ch)
+		tx.flushChain(t, st.nm.guard)
+		tx.delChain(t, st.nm.guard)
 	}
 	return nil
 }
@@ -302,70 +293,26 @@ func (f *Firewall) Del(a *Attachment) error {
 
 func (f *Firewall) delByNames(nm names, hostIf string) error {
 	var err error
+	// ENOENT: something vanished between the read and the commit; read again.
 	for attempt := 0; attempt < 3; attempt++ {
 		var st *state
 		st, err = f.readState(nm, readOpts{speculate: true})
-		if err != nil {
-			return fmt.Errorf("firewall: del %s: %w", nm.owner, err)
+		if err != nil || st.empty() {
+			break
 		}
-		if st.empty() {
-			return nil
+		tx := &txn{}
+		if err = f.queueDelete(tx, st, hostIf, true); err == nil {
+			err = f.commit(tx)
 		}
-		if err = f.commit(f.queueDelete(st, hostIf, true)); err == nil {
+		if err == nil {
 			f.flushUDP(st.ports)
-			return nil
-		}
-		if errors.Is(err, unix.EBUSY) {
-			// A chain is still referenced by elements its rules no longer
-			// record (someone flushed our chains): find them by owner.
-			err = f.delOrphanedRefs(st)
-			if err == nil {
-				continue
-			}
 		}
 		if !isNotFound(err) {
-			break // ENOENT: something vanished between read and write; read again
+			break
 		}
 	}
-	return fmt.Errorf("firewall: del %s: %w", nm.owner, err)
-}
-
-// ownedMaps are the maps and sets whose elements carry their owner as
-// comment and may jump to an attachment's chains.
-var ownedMaps = []struct {
-	t   *nftables.Table
-	set string
-}{
-	{inetTable, "ports4"}, {inetTable, "ports4any"}, {inetTable, "ports6"}, {inetTable, "ports6any"},
-	{inetTable, "dnat4"}, {inetTable, "dnat4any"}, {inetTable, "dnat6"}, {inetTable, "dnat6any"},
-	{inetTable, setGuard}, {brTable, setGuard}, {brTable, setNoICCBr},
-}
-
-// delOrphanedRefs deletes every element owned by st's attachment, found by
-// listing the maps: the slow path, taken only when the per-attachment
-// records were destroyed by someone else.
-func (f *Firewall) delOrphanedRefs(st *state) error {
-	found := false
-	for _, m := range ownedMaps {
-		els, err := f.listElems(m.t, m.set)
-		if err != nil {
-			return f.commit(err)
-		}
-		var mine []nftables.SetElement
-		for _, e := range els {
-			if e.comment == st.nm.owner || e.chain == st.nm.att || e.chain == st.nm.guard {
-				mine = append(mine, nftables.SetElement{Key: e.key})
-			}
-		}
-		if len(mine) > 0 {
-			found = true
-			if err := f.enc.c.SetDeleteElements(setDef(m.t, m.set), mine); err != nil {
-				return f.commit(err)
-			}
-		}
+	if err != nil {
+		return fmt.Errorf("firewall: del %s: %w", nm.owner, err)
 	}
-	if !found {
-		return fmt.Errorf("chains of %s are busy and no element names it: %w", st.nm.owner, unix.EBUSY)
-	}
-	return f.commit(nil)
+	return nil
 }

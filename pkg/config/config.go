@@ -8,15 +8,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net"
+	"net/netip"
 	"regexp"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
-
-	"github.com/nswire/nswire/pkg/firewall"
-	"github.com/nswire/nswire/pkg/shaping"
 )
 
 // Modes of wiring the host end of the veth.
@@ -65,11 +64,11 @@ type Net struct {
 
 // RuntimeConfig holds the capability arguments nswire understands.
 type RuntimeConfig struct {
-	PortMappings []firewall.PortMapping `json:"portMappings,omitempty"`
-	Bandwidth    *shaping.Limits        `json:"bandwidth,omitempty"`
-	IPs          []string               `json:"ips,omitempty"`
-	MAC          string                 `json:"mac,omitempty"`
-	DNS          *RuntimeDNS            `json:"dns,omitempty"`
+	PortMappings []PortMapping `json:"portMappings,omitempty"`
+	Bandwidth    *Bandwidth    `json:"bandwidth,omitempty"`
+	IPs          []string      `json:"ips,omitempty"`
+	MAC          string        `json:"mac,omitempty"`
+	DNS          *RuntimeDNS   `json:"dns,omitempty"`
 }
 
 // RuntimeDNS is the dns capability, whose field names differ from the
@@ -260,23 +259,13 @@ func (n *Net) Validate() error {
 var logLevels = map[string]struct{}{"": {}, "debug": {}, "info": {}, "warn": {}, "error": {}}
 
 func (n *Net) validateCapabilities() error {
-	if err := firewall.ValidatePorts(n.RuntimeConfig.PortMappings); err != nil {
-		return prefixed("runtimeConfig.", err)
+	if err := validatePorts(n.RuntimeConfig.PortMappings); err != nil {
+		return err
 	}
 	if b := n.RuntimeConfig.Bandwidth; b != nil {
-		if err := shaping.Validate(*b); err != nil {
-			return prefixed("runtimeConfig.", err)
-		}
+		return b.validate()
 	}
 	return nil
-}
-
-// prefixed names the field's place in the config in a validator's error.
-func prefixed(prefix string, err error) error {
-	if e, ok := err.(*types.Error); ok {
-		return types.NewError(e.Code, prefix+e.Msg, e.Details)
-	}
-	return err
 }
 
 func (n *Net) validateIPs() error {
@@ -313,4 +302,142 @@ func ValidateIfName(name string) error {
 
 func invalid(field, format string, a ...any) error {
 	return types.NewError(types.ErrInvalidNetworkConfig, field+": "+fmt.Sprintf(format, a...), "")
+}
+
+// PortMapping is one entry of the portMappings capability, as the runtime
+// sends it.
+type PortMapping struct {
+	HostPort      int    `json:"hostPort"`
+	ContainerPort int    `json:"containerPort"`
+	Protocol      string `json:"protocol"`
+	HostIP        string `json:"hostIP,omitempty"`
+}
+
+// Proto is the protocol in lower case; "" means tcp, as in the portmap
+// plugin.
+func (p PortMapping) Proto() string {
+	if p.Protocol == "" {
+		return "tcp"
+	}
+	return strings.ToLower(p.Protocol)
+}
+
+// HostAddr is the host address to publish on: the zero Addr when the
+// mapping names none (every address of each family), an unspecified
+// address for every address of one family. Valid after Load.
+func (p PortMapping) HostAddr() netip.Addr {
+	a, _ := netip.ParseAddr(p.HostIP)
+	return a.Unmap()
+}
+
+// Bandwidth is the bandwidth capability: rates in bits/s, bursts in bits.
+type Bandwidth struct {
+	IngressRate  uint64 `json:"ingressRate,omitempty"`
+	IngressBurst uint64 `json:"ingressBurst,omitempty"`
+	EgressRate   uint64 `json:"egressRate,omitempty"`
+	EgressBurst  uint64 `json:"egressBurst,omitempty"`
+}
+
+var protocols = map[string]bool{"tcp": true, "udp": true, "sctp": true}
+
+// portClaim is what one mapping captures in one address family.
+type portClaim struct {
+	proto string
+	port  int
+	fam   int    // 4, 6
+	ip    string // "" for every address of the family
+}
+
+// overlaps reports whether two claims capture the same packets: the same
+// port when the addresses are equal or either side is a wildcard.
+func (c portClaim) overlaps(o portClaim) bool {
+	return c.proto == o.proto && c.port == o.port && c.fam == o.fam &&
+		(c.ip == o.ip || c.ip == "" || o.ip == "")
+}
+
+// validatePorts checks the portMappings list before anything changes: port
+// ranges, protocols, hostIP syntax and duplicates inside the list (two
+// entries that would capture the same packets).
+func validatePorts(ports []PortMapping) error {
+	seen := map[portClaim]int{}
+	for i, p := range ports {
+		field := fmt.Sprintf("runtimeConfig.portMappings[%d]", i)
+		claims, err := p.claims(field)
+		if err != nil {
+			return err
+		}
+		for _, c := range claims {
+			for o, j := range seen {
+				if c.overlaps(o) {
+					return invalidf("%s: hostPort %d/%s overlaps portMappings[%d]", field, p.HostPort, c.proto, j)
+				}
+			}
+			seen[c] = i
+		}
+	}
+	return nil
+}
+
+// claims checks one mapping and lists what it captures.
+func (p PortMapping) claims(field string) ([]portClaim, error) {
+	if p.HostPort < 1 || p.HostPort > 65535 {
+		return nil, invalidf("%s.hostPort %d is out of range 1-65535", field, p.HostPort)
+	}
+	if p.ContainerPort < 1 || p.ContainerPort > 65535 {
+		return nil, invalidf("%s.containerPort %d is out of range 1-65535", field, p.ContainerPort)
+	}
+	if !protocols[p.Proto()] {
+		return nil, invalidf("%s.protocol %q is not one of tcp, udp, sctp", field, p.Protocol)
+	}
+	if p.HostIP == "" {
+		return []portClaim{{p.Proto(), p.HostPort, 4, ""}, {p.Proto(), p.HostPort, 6, ""}}, nil
+	}
+	ip := net.ParseIP(p.HostIP)
+	if ip == nil {
+		return nil, invalidf("%s.hostIP %q is not an IP address", field, p.HostIP)
+	}
+	if ip.IsMulticast() || ip.Equal(net.IPv4bcast) {
+		return nil, invalidf("%s.hostIP %q is not a unicast address", field, p.HostIP)
+	}
+	c := portClaim{p.Proto(), p.HostPort, 6, ""}
+	if ip.To4() != nil {
+		c.fam = 4
+	}
+	if !ip.IsUnspecified() {
+		c.ip = ip.String()
+	}
+	return []portClaim{c}, nil
+}
+
+// validate checks the limits before anything changes.
+func (b Bandwidth) validate() error {
+	if err := validateRate("ingress", b.IngressRate, b.IngressBurst); err != nil {
+		return err
+	}
+	return validateRate("egress", b.EgressRate, b.EgressBurst)
+}
+
+func validateRate(dir string, rate, burst uint64) error {
+	const f = "runtimeConfig.bandwidth."
+	switch {
+	case rate == 0 && burst == 0:
+		return nil
+	case rate == 0:
+		return invalidf(f+"%sBurst is set but bandwidth.%sRate is not", dir, dir)
+	case burst == 0:
+		return invalidf(f+"%sRate is set but bandwidth.%sBurst is not", dir, dir)
+	case rate < 8:
+		return invalidf(f+"%sRate %d bits/s is below the minimum of 8", dir, rate)
+	case burst < 8:
+		return invalidf(f+"%sBurst %d bits is below the minimum of 8", dir, burst)
+	case burst/8 >= math.MaxUint32:
+		return invalidf(f+"%sBurst %d bits exceeds 4 GiB", dir, burst)
+	}
+	return nil
+}
+
+// invalidf is an invalid-configuration error whose message names the
+// field itself.
+func invalidf(format string, a ...any) error {
+	return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf(format, a...), "")
 }

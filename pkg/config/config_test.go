@@ -257,3 +257,20 @@ func TestPrevResultEveryVersion(t *testing.T) {
 		}
 	}
 }
+
+// TestPortMappingsAccepted: lists the portmap plugin accepts pass, and
+// read back as the firewall wants them.
+func TestPortMappingsAccepted(t *testing.T) {
+	ok := []PortMapping{{HostPort: 80, ContainerPort: 80}, {HostPort: 80, ContainerPort: 80, Protocol: "UDP"},
+		{HostPort: 81, ContainerPort: 80, Protocol: "sctp", HostIP: "::1"}, {HostPort: 82, ContainerPort: 80, HostIP: "127.0.0.1"},
+		{HostPort: 82, ContainerPort: 80, HostIP: "10.0.0.1"}, {HostPort: 83, ContainerPort: 80, HostIP: "::ffff:10.0.0.2"}}
+	if err := validatePorts(ok); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []struct{ proto, addr string }{{"tcp", "invalid IP"}, {"udp", "invalid IP"},
+		{"sctp", "::1"}, {"tcp", "127.0.0.1"}, {"tcp", "10.0.0.1"}, {"tcp", "10.0.0.2"}} {
+		if p, a := ok[i].Proto(), ok[i].HostAddr().String(); p != want.proto || a != want.addr {
+			t.Errorf("%+v reads as %s %s, want %s %s", ok[i], p, a, want.proto, want.addr)
+		}
+	}
+}

@@ -9,9 +9,6 @@ import (
 	"testing"
 
 	"github.com/containernetworking/cni/pkg/types"
-
-	"github.com/nswire/nswire/pkg/firewall"
-	"github.com/nswire/nswire/pkg/shaping"
 )
 
 // The fuzz targets feed config.Load what a runtime may send: the network
@@ -74,10 +71,15 @@ func checkNet(t *testing.T, n *Net) {
 	if n.MAC != nil && (len(n.MAC) != 6 || n.MAC[0]&1 == 1) {
 		t.Fatalf("accepted MAC %v", n.MAC)
 	}
-	if err := firewall.ValidatePorts(n.RuntimeConfig.PortMappings); err != nil {
+	if err := validatePorts(n.RuntimeConfig.PortMappings); err != nil {
 		t.Fatalf("accepted ports: %v", err)
 	}
-	if b := n.RuntimeConfig.Bandwidth; b != nil && shaping.Validate(*b) != nil {
+	for _, p := range n.RuntimeConfig.PortMappings {
+		if a := p.HostAddr(); p.HostIP != "" && (!a.IsValid() || a.Zone() != "") {
+			t.Fatalf("accepted hostIP %q, which reads as %v", p.HostIP, a)
+		}
+	}
+	if b := n.RuntimeConfig.Bandwidth; b != nil && b.validate() != nil {
 		t.Fatalf("accepted bandwidth %+v", *b)
 	}
 	if n.Masquerade() && n.Internal {

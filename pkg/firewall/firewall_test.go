@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -54,24 +55,25 @@ func wantCode(t *testing.T, err error, code uint, contains string) {
 	}
 }
 
+// TestValidatePorts: Add refuses ports the firewall cannot publish (the
+// capability's wire form is checked by pkg/config).
 func TestValidatePorts(t *testing.T) {
 	for _, tc := range []struct {
-		p    []PortMapping
+		p    Port
 		want string
 	}{
-		{[]PortMapping{{HostPort: 0, ContainerPort: 80}}, "portMappings[0].hostPort 0"},
-		{[]PortMapping{{HostPort: 70000, ContainerPort: 80}}, "portMappings[0].hostPort 70000"},
-		{[]PortMapping{{HostPort: 80, ContainerPort: 0}}, "portMappings[0].containerPort 0"},
-		{[]PortMapping{{HostPort: 80, ContainerPort: 80, Protocol: "icmp"}}, `portMappings[0].protocol "icmp"`},
-		{[]PortMapping{{HostPort: 80, ContainerPort: 80, HostIP: "1.2.3"}}, `portMappings[0].hostIP "1.2.3"`},
-		{[]PortMapping{{HostPort: 80, ContainerPort: 80}, {HostPort: 80, ContainerPort: 81, HostIP: "127.0.0.1"}}, "portMappings[1]: hostPort 80/tcp overlaps portMappings[0]"},
+		{Port{Proto: "tcp", HostPort: 0, ContainerPort: 80}, "portMappings[0].hostPort 0"},
+		{Port{Proto: "tcp", HostPort: 80, ContainerPort: 0}, "portMappings[0].containerPort 0"},
+		{Port{Proto: "icmp", HostPort: 80, ContainerPort: 80}, `portMappings[0].protocol "icmp"`},
+		{Port{Proto: "TCP", HostPort: 80, ContainerPort: 80}, `portMappings[0].protocol "TCP"`},
+		{Port{Proto: "tcp", HostAddr: netip.MustParseAddr("224.0.0.1"), HostPort: 80, ContainerPort: 80}, `portMappings[0].hostIP "224.0.0.1"`},
 	} {
-		wantCode(t, ValidatePorts(tc.p), types.ErrInvalidNetworkConfig, tc.want)
+		wantCode(t, validatePorts([]Port{tc.p}), types.ErrInvalidNetworkConfig, tc.want)
 	}
-	ok := []PortMapping{{HostPort: 80, ContainerPort: 80}, {HostPort: 80, ContainerPort: 80, Protocol: "UDP"},
-		{HostPort: 81, ContainerPort: 80, Protocol: "sctp", HostIP: "::1"}, {HostPort: 82, ContainerPort: 80, HostIP: "127.0.0.1"},
-		{HostPort: 82, ContainerPort: 80, HostIP: "10.0.0.1"}}
-	if err := ValidatePorts(ok); err != nil {
+	ok := []Port{{Proto: "tcp", HostPort: 80, ContainerPort: 80}, {Proto: "udp", HostPort: 80, ContainerPort: 80},
+		{Proto: "sctp", HostAddr: netip.MustParseAddr("::1"), HostPort: 81, ContainerPort: 80},
+		{Proto: "tcp", HostAddr: netip.IPv4Unspecified(), HostPort: 82, ContainerPort: 80}}
+	if err := validatePorts(ok); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -115,11 +117,11 @@ func TestPublishedPorts(t *testing.T) {
 	tp := newTopo(t)
 	b := tp.addBridge(1, nil)
 	web := tp.addContainer(b, 2,
-		PortMapping{HostPort: 8080, ContainerPort: 80, Protocol: "tcp"},
-		PortMapping{HostPort: 5353, ContainerPort: 80, Protocol: "udp"},
-		PortMapping{HostPort: 9090, ContainerPort: 80, Protocol: "tcp", HostIP: "127.0.0.1"},
-		PortMapping{HostPort: 9091, ContainerPort: 80, Protocol: "tcp", HostIP: hostUp4.String()},
-		PortMapping{HostPort: 9092, ContainerPort: 80, Protocol: "sctp"},
+		Port{Proto: "tcp", HostPort: 8080, ContainerPort: 80},
+		Port{Proto: "udp", HostPort: 5353, ContainerPort: 80},
+		Port{Proto: "tcp", HostAddr: netip.MustParseAddr("127.0.0.1"), HostPort: 9090, ContainerPort: 80},
+		Port{Proto: "tcp", HostAddr: addrOf(hostUp4), HostPort: 9091, ContainerPort: 80},
+		Port{Proto: "sctp", HostPort: 9092, ContainerPort: 80},
 	)
 	other := tp.addContainer(b, 3)
 	tp.add(web)
@@ -167,7 +169,7 @@ func TestPublishedPorts(t *testing.T) {
 func TestLocalhostProtection(t *testing.T) {
 	tp := newTopo(t)
 	b := tp.addBridge(1, nil)
-	c := tp.addContainer(b, 2, PortMapping{HostPort: 9090, ContainerPort: 80, HostIP: "127.0.0.1"})
+	c := tp.addContainer(b, 2, Port{Proto: "tcp", HostAddr: netip.MustParseAddr("127.0.0.1"), HostPort: 9090, ContainerPort: 80})
 	tp.add(c)
 	serve(t, tp.host, 6000) // a host service on every address, 127.0.0.1 included
 	// Make the container send 127.0.0.0/8 to its gateway (an attacker on the
@@ -256,7 +258,7 @@ func TestIsolation(t *testing.T) {
 	b1 := tp.addBridge(1, nil)
 	b2 := tp.addBridge(2, nil)
 	a := tp.addContainer(b1, 2)
-	z := tp.addContainer(b2, 2, PortMapping{HostPort: 8080, ContainerPort: 80})
+	z := tp.addContainer(b2, 2, Port{Proto: "tcp", HostPort: 8080, ContainerPort: 80})
 	tp.add(a)
 	tp.add(z)
 	serve(t, z.ns, 80)
@@ -289,7 +291,7 @@ func TestICCFalse(t *testing.T) {
 			tp := newTopo(t)
 			sysctl(t, tp.host, "net.bridge.bridge-nf-call-iptables", brnf, "net.bridge.bridge-nf-call-ip6tables", brnf)
 			b := tp.addBridge(1, func(n *Network) { n.ICC = false })
-			x := tp.addContainer(b, 2, PortMapping{HostPort: 8080, ContainerPort: 80})
+			x := tp.addContainer(b, 2, Port{Proto: "tcp", HostPort: 8080, ContainerPort: 80})
 			y := tp.addContainer(b, 3)
 			tp.add(x)
 			tp.add(y)
@@ -322,7 +324,7 @@ func TestInternal(t *testing.T) {
 	tp.mustNotReach(c.ns, "tcp", hp(up6, 7000), nil)
 	tp.mustNotReach(tp.up, "tcp", hp(d.ip4, 80), nil)
 	tp.mustReach(c.ns, "tcp", hp(d.ip4, 80), nil, c.ip4.String())
-	c.att.Ports = []PortMapping{{HostPort: 8080, ContainerPort: 80}}
+	c.att.Ports = []Port{{Proto: "tcp", HostPort: 8080, ContainerPort: 80}}
 	wantCode(t, tp.fw.Add(c.att), types.ErrInvalidNetworkConfig, "internal")
 }
 
@@ -360,8 +362,8 @@ func TestAntiSpoofing(t *testing.T) {
 func TestDelRemovesExactlyOneAttachment(t *testing.T) {
 	tp := newTopo(t)
 	b := tp.addBridge(1, nil)
-	x := tp.addContainer(b, 2, PortMapping{HostPort: 8080, ContainerPort: 80}, PortMapping{HostPort: 53, ContainerPort: 53, Protocol: "udp"})
-	y := tp.addContainer(b, 3, PortMapping{HostPort: 8081, ContainerPort: 80})
+	x := tp.addContainer(b, 2, Port{Proto: "tcp", HostPort: 8080, ContainerPort: 80}, Port{Proto: "udp", HostPort: 53, ContainerPort: 53})
+	y := tp.addContainer(b, 3, Port{Proto: "tcp", HostPort: 8081, ContainerPort: 80})
 	tp.add(x)
 	tp.add(y)
 	if n := tp.count(inetTable, "dnat4any"); n != 3 {
@@ -395,7 +397,7 @@ func TestDelRemovesExactlyOneAttachment(t *testing.T) {
 func TestDelWithIdentityOnly(t *testing.T) {
 	tp := newTopo(t)
 	b := tp.addBridge(1, nil)
-	x := tp.addContainer(b, 2, PortMapping{HostPort: 8080, ContainerPort: 80})
+	x := tp.addContainer(b, 2, Port{Proto: "tcp", HostPort: 8080, ContainerPort: 80})
 	tp.add(x)
 	// The netns is gone, there is no prevResult: only the identity is known.
 	id := &Attachment{Net: Network{Name: x.att.Net.Name}, ContainerID: x.att.ContainerID, IfName: "eth0"}
@@ -439,7 +441,7 @@ func TestDelOnEmptyHost(t *testing.T) {
 func TestCheck(t *testing.T) {
 	tp := newTopo(t)
 	b := tp.addBridge(1, nil)
-	x := tp.addContainer(b, 2, PortMapping{HostPort: 8080, ContainerPort: 80})
+	x := tp.addContainer(b, 2, Port{Proto: "tcp", HostPort: 8080, ContainerPort: 80})
 	tp.add(x)
 	must(t, tp.fw.Check(x.att), "Check")
 
@@ -455,7 +457,7 @@ func TestCheck(t *testing.T) {
 	must(t, tp.fw.Add(x.att), "re-Add repairs")
 	must(t, tp.fw.Check(x.att), "Check after repair")
 	changed := *x.att
-	changed.Ports = []PortMapping{{HostPort: 8081, ContainerPort: 80}}
+	changed.Ports = []Port{{Proto: "tcp", HostPort: 8081, ContainerPort: 80}}
 	if err := tp.fw.Check(&changed); err == nil || !strings.Contains(err.Error(), "8081") {
 		t.Fatalf("Check with other ports = %v", err)
 	}
@@ -480,11 +482,11 @@ func TestGC(t *testing.T) {
 	other := tp.addBridge(2, nil)
 	var cs []*ctr
 	for i := 2; i < 6; i++ {
-		c := tp.addContainer(b, i, PortMapping{HostPort: 8000 + i, ContainerPort: 80})
+		c := tp.addContainer(b, i, Port{Proto: "tcp", HostPort: uint16(8000 + i), ContainerPort: 80})
 		tp.add(c)
 		cs = append(cs, c)
 	}
-	o := tp.addContainer(other, 2, PortMapping{HostPort: 9000, ContainerPort: 80})
+	o := tp.addContainer(other, 2, Port{Proto: "tcp", HostPort: 9000, ContainerPort: 80})
 	tp.add(o)
 	// cs[0]'s record chain is gone (deleted behind nswire's back): GC
 	// still finds its guard elements through their owner.
@@ -523,7 +525,7 @@ func TestGC(t *testing.T) {
 func TestPortConflicts(t *testing.T) {
 	tp := newTopo(t)
 	b := tp.addBridge(1, nil)
-	x := tp.addContainer(b, 2, PortMapping{HostPort: 8080, ContainerPort: 80}, PortMapping{HostPort: 9000, ContainerPort: 80, HostIP: hostUp4.String()})
+	x := tp.addContainer(b, 2, Port{Proto: "tcp", HostPort: 8080, ContainerPort: 80}, Port{Proto: "tcp", HostAddr: addrOf(hostUp4), HostPort: 9000, ContainerPort: 80})
 	tp.add(x)
 	y := tp.addContainer(b, 3)
 	snapshot := func() string {
@@ -532,16 +534,16 @@ func TestPortConflicts(t *testing.T) {
 	}
 	before := snapshot()
 	for _, tc := range []struct {
-		ports []PortMapping
+		ports []Port
 		want  string
 	}{
-		{[]PortMapping{{HostPort: 8080, ContainerPort: 81}}, "hostPort 0.0.0.0:8080/tcp is already published by " + x.att.Net.Name + "/" + x.att.ContainerID + "/eth0"},
-		{[]PortMapping{{HostPort: 7000, ContainerPort: 81}, {HostPort: 8080, ContainerPort: 81, HostIP: "127.0.0.1"}}, "hostPort 127.0.0.1:8080/tcp overlaps hostPort 0.0.0.0:8080/tcp"},
-		{[]PortMapping{{HostPort: 9000, ContainerPort: 81}}, "hostPort 0.0.0.0:9000/tcp overlaps hostPort 203.0.113.1:9000/tcp"},
-		{[]PortMapping{{HostPort: 9000, ContainerPort: 81, HostIP: hostUp4.String()}}, "203.0.113.1:9000/tcp is already published"},
-		{[]PortMapping{{HostPort: 0, ContainerPort: 81}}, "hostPort 0"},
-		{[]PortMapping{{HostPort: 80, ContainerPort: 81, Protocol: "gre"}}, "protocol"},
-		{[]PortMapping{{HostPort: 80, ContainerPort: 81, HostIP: "localhost"}}, "hostIP"},
+		{[]Port{{Proto: "tcp", HostPort: 8080, ContainerPort: 81}}, "hostPort 0.0.0.0:8080/tcp is already published by " + x.att.Net.Name + "/" + x.att.ContainerID + "/eth0"},
+		{[]Port{{Proto: "tcp", HostPort: 7000, ContainerPort: 81}, {Proto: "tcp", HostAddr: netip.MustParseAddr("127.0.0.1"), HostPort: 8080, ContainerPort: 81}}, "hostPort 127.0.0.1:8080/tcp overlaps hostPort 0.0.0.0:8080/tcp"},
+		{[]Port{{Proto: "tcp", HostPort: 9000, ContainerPort: 81}}, "hostPort 0.0.0.0:9000/tcp overlaps hostPort 203.0.113.1:9000/tcp"},
+		{[]Port{{Proto: "tcp", HostAddr: addrOf(hostUp4), HostPort: 9000, ContainerPort: 81}}, "203.0.113.1:9000/tcp is already published"},
+		{[]Port{{Proto: "tcp", HostPort: 0, ContainerPort: 81}}, "hostPort 0"},
+		{[]Port{{Proto: "gre", HostPort: 80, ContainerPort: 81}}, "protocol"},
+		{[]Port{{Proto: "tcp", HostAddr: netip.MustParseAddr("224.0.0.1"), HostPort: 80, ContainerPort: 81}}, "hostIP"},
 	} {
 		y.att.Ports = tc.ports
 		wantCode(t, tp.fw.Add(y.att), types.ErrInvalidNetworkConfig, tc.want)
@@ -550,7 +552,7 @@ func TestPortConflicts(t *testing.T) {
 		}
 	}
 	// Other protocol or port: fine.
-	y.att.Ports = []PortMapping{{HostPort: 8080, ContainerPort: 80, Protocol: "udp"}}
+	y.att.Ports = []Port{{Proto: "udp", HostPort: 8080, ContainerPort: 80}}
 	tp.add(y)
 	must(t, tp.fw.Check(x.att), "x intact")
 }
@@ -590,7 +592,7 @@ func concurrentAdds(t *testing.T, otherLayout bool) {
 			ipn.IP = net.ParseIP(fmt.Sprintf("10.1.0.%d", 10+i)).To4()
 			errs <- fw.Add(&Attachment{Net: b.Network, ContainerID: fmt.Sprintf("c%d", i), IfName: "eth0",
 				HostIf: fmt.Sprintf("fake%d", i), IPs: []*net.IPNet{ipn},
-				Ports: []PortMapping{{HostPort: 10000 + i, ContainerPort: 80}}})
+				Ports: []Port{{Proto: "tcp", HostPort: uint16(10000 + i), ContainerPort: 80}}})
 		}()
 	}
 	wg.Wait()
@@ -690,15 +692,15 @@ func withZeros(m map[string]int) map[string]int {
 func TestSameTranslationConflicts(t *testing.T) {
 	tp := newTopo(t)
 	b, b2 := tp.addBridge(1, nil), tp.addBridge(2, nil)
-	x := tp.addContainer(b, 2, PortMapping{HostPort: 8080, ContainerPort: 80})
+	x := tp.addContainer(b, 2, Port{Proto: "tcp", HostPort: 8080, ContainerPort: 80})
 	tp.add(x)
 	serve(t, x.ns, 80)
 	y := tp.addContainer(b2, 2)
 	y.att.IPs = x.att.IPs
 	owner := x.att.Net.Name + "/" + x.att.ContainerID + "/eth0"
-	for _, ports := range [][]PortMapping{
-		{{HostPort: 8080, ContainerPort: 80}},
-		{{HostPort: 8080, ContainerPort: 80, HostIP: hostUp4.String()}},
+	for _, ports := range [][]Port{
+		{{Proto: "tcp", HostPort: 8080, ContainerPort: 80}},
+		{{Proto: "tcp", HostAddr: addrOf(hostUp4), HostPort: 8080, ContainerPort: 80}},
 	} {
 		y.att.Ports = ports
 		wantCode(t, tp.fw.Add(y.att), ErrPortConflict, owner)

@@ -132,12 +132,10 @@ func portKeys(a *Attachment) []portKey {
 			if ip == nil {
 				continue
 			}
-			k := portKey{fam: fam, any: true, proto: normProto(p.Protocol), hostPort: p.HostPort,
-				ctrIP: ip, ctrPort: p.ContainerPort}
-			if p.HostIP != "" {
-				if h := net.ParseIP(p.HostIP); !h.IsUnspecified() {
-					k.any, k.hostIP = false, h
-				}
+			k := portKey{fam: fam, any: true, proto: p.Proto, hostPort: int(p.HostPort),
+				ctrIP: ip, ctrPort: int(p.ContainerPort)}
+			if p.HostAddr.IsValid() && !p.HostAddr.IsUnspecified() {
+				k.any, k.hostIP = false, net.IP(p.HostAddr.AsSlice())
 			}
 			keys = append(keys, k)
 		}

@@ -48,7 +48,7 @@ func TestRepairAfterFlush(t *testing.T) {
 func TestRebuildOtherLayout(t *testing.T) {
 	tp := newTopo(t)
 	b := tp.addBridge(1, nil)
-	x := tp.addContainer(b, 2, PortMapping{HostPort: 8080, ContainerPort: 80})
+	x := tp.addContainer(b, 2, Port{Proto: "tcp", HostPort: 8080, ContainerPort: 80})
 	tp.add(x)
 	c := tp.fw.testConn(t)
 	other := &nftables.Table{Name: "other", Family: nftables.TableFamilyINet}
@@ -94,7 +94,7 @@ func TestRebuildOtherLayout(t *testing.T) {
 func TestReAddAfterRecordLost(t *testing.T) {
 	tp := newTopo(t)
 	b := tp.addBridge(1, nil)
-	x := tp.addContainer(b, 2, PortMapping{HostPort: 8080, ContainerPort: 80})
+	x := tp.addContainer(b, 2, Port{Proto: "tcp", HostPort: 8080, ContainerPort: 80})
 	tp.add(x)
 	nm := namesOf(x.att.Net.Name, x.att.ContainerID, x.att.IfName)
 	tp.fw.testConn(t).FlushChain(&nftables.Chain{Table: inetTable, Name: nm.att})

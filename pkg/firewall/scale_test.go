@@ -18,7 +18,7 @@ func fakeAtt(n Network, i int, port int) *Attachment {
 		HostIf: fmt.Sprintf("fk%04d", i), IPs: []*net.IPNet{{IP: ip, Mask: net.CIDRMask(16, 32)}},
 		MAC: net.HardwareAddr{0x02, 0, 0, 0, byte(i >> 8), byte(i)}}
 	if port > 0 {
-		a.Ports = []PortMapping{{HostPort: port, ContainerPort: 80}}
+		a.Ports = []Port{{Proto: "tcp", HostPort: uint16(port), ContainerPort: 80}}
 	}
 	return a
 }
@@ -34,7 +34,7 @@ func TestScale200(t *testing.T) {
 		fakes = append(fakes, a)
 	}
 	t.Logf("200 Adds: %v (%v each)", time.Since(start), time.Since(start)/200)
-	web := tp.addContainer(b, 2, PortMapping{HostPort: 8080, ContainerPort: 80})
+	web := tp.addContainer(b, 2, Port{Proto: "tcp", HostPort: 8080, ContainerPort: 80})
 	cli := tp.addContainer(b, 3)
 	tp.add(web)
 	tp.add(cli)

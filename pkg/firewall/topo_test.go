@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -184,7 +185,7 @@ var ctrSeq atomic.Int32
 
 // addContainer creates a container netns with eth0 on the bridge at host
 // number n, and the Attachment describing it (not yet added).
-func (tp *topo) addContainer(b *bnet, n int, ports ...PortMapping) *ctr {
+func (tp *topo) addContainer(b *bnet, n int, ports ...Port) *ctr {
 	t := tp.t
 	c := &ctr{ns: newNS(t), hostIf: fmt.Sprintf("v%d-%d", b.idx, n),
 		ip4: net.ParseIP(fmt.Sprintf("10.%d.0.%d", b.idx, n)).To4(),
@@ -333,4 +334,10 @@ func (f *Firewall) testConn(t testing.TB) *nftables.Conn {
 	c, err := f.conn()
 	must(t, err, "nftables conn")
 	return c
+}
+
+// addrOf is ip as a netip.Addr (IPv4 as 4 bytes).
+func addrOf(ip net.IP) netip.Addr {
+	a, _ := netip.AddrFromSlice(ip)
+	return a.Unmap()
 }

@@ -3,17 +3,21 @@ package firewall
 import (
 	"fmt"
 	"net"
-	"strings"
+	"net/netip"
 
 	"github.com/containernetworking/cni/pkg/types"
 )
 
-// PortMapping is one entry of the CNI portMappings capability.
-type PortMapping struct {
-	HostPort      int    `json:"hostPort"`
-	ContainerPort int    `json:"containerPort"`
-	Protocol      string `json:"protocol"`
-	HostIP        string `json:"hostIP,omitempty"`
+// Port is one published port: traffic for HostPort on the host goes to
+// ContainerPort of the container's first address of the same family.
+type Port struct {
+	Proto string // "tcp", "udp" or "sctp"
+	// HostAddr is the host address to publish on. The zero Addr means
+	// every address of each family the container has; an unspecified
+	// address (0.0.0.0, ::) every address of its family.
+	HostAddr      netip.Addr
+	HostPort      uint16
+	ContainerPort uint16
 }
 
 // Network is what the firewall needs to know about one CNI network.
@@ -38,7 +42,7 @@ type Attachment struct {
 	HostIf      string           // host-side veth name
 	IPs         []*net.IPNet     // container addresses
 	MAC         net.HardwareAddr // container MAC; nil disables the MAC checks
-	Ports       []PortMapping
+	Ports       []Port
 }
 
 // ErrPortConflict is the CNI error code for a published port that another
@@ -54,66 +58,21 @@ func invalid(msg string, args ...any) *types.Error {
 var protoNums = map[string]byte{"tcp": 6, "udp": 17, "sctp": 132}
 var protoNames = map[byte]string{6: "tcp", 17: "udp", 132: "sctp"}
 
-// normProto lower-cases a protocol; "" means tcp as in the portmap plugin.
-func normProto(p string) string {
-	p = strings.ToLower(p)
-	if p == "" {
-		return "tcp"
-	}
-	return p
-}
-
-// ValidatePorts checks a portMappings list before anything changes: port
-// ranges, protocols, hostIP syntax and duplicates inside the list (two
-// entries that would capture the same packets).
-func ValidatePorts(ports []PortMapping) error {
-	type claim struct {
-		proto string
-		port  int
-		fam   int // 4, 6
-		ip    string
-	}
-	seen := map[claim]int{}
+// validatePorts checks what the firewall relies on in each port. The
+// capability's wire form (and duplicates inside the list) is checked by
+// pkg/config.
+func validatePorts(ports []Port) error {
 	for i, p := range ports {
 		field := fmt.Sprintf("portMappings[%d]", i)
-		if p.HostPort < 1 || p.HostPort > 65535 {
-			return invalid("%s.hostPort %d is out of range 1-65535", field, p.HostPort)
-		}
-		if p.ContainerPort < 1 || p.ContainerPort > 65535 {
-			return invalid("%s.containerPort %d is out of range 1-65535", field, p.ContainerPort)
-		}
-		proto := normProto(p.Protocol)
-		if _, ok := protoNums[proto]; !ok {
-			return invalid("%s.protocol %q is not one of tcp, udp, sctp", field, p.Protocol)
-		}
-		var fams []int
-		ipKey := ""
-		if p.HostIP == "" {
-			fams = []int{4, 6}
-		} else {
-			ip := net.ParseIP(p.HostIP)
-			if ip == nil {
-				return invalid("%s.hostIP %q is not an IP address", field, p.HostIP)
-			}
-			if ip.IsMulticast() || ip.Equal(net.IPv4bcast) {
-				return invalid("%s.hostIP %q is not a unicast address", field, p.HostIP)
-			}
-			fam := famOf(ip)
-			fams = []int{fam}
-			if !ip.IsUnspecified() {
-				ipKey = ip.String()
-			}
-		}
-		for _, fam := range fams {
-			// The same port published twice in one list overlaps when the
-			// addresses are equal or either side is a wildcard.
-			for c, j := range seen {
-				if c.proto == proto && c.port == p.HostPort && c.fam == fam &&
-					(c.ip == ipKey || c.ip == "" || ipKey == "") {
-					return invalid("%s: hostPort %d/%s overlaps portMappings[%d]", field, p.HostPort, proto, j)
-				}
-			}
-			seen[claim{proto, p.HostPort, fam, ipKey}] = i
+		switch {
+		case p.HostPort == 0:
+			return invalid("%s.hostPort 0 is out of range 1-65535", field)
+		case p.ContainerPort == 0:
+			return invalid("%s.containerPort 0 is out of range 1-65535", field)
+		case protoNums[p.Proto] == 0:
+			return invalid("%s.protocol %q is not one of tcp, udp, sctp", field, p.Proto)
+		case p.HostAddr.IsMulticast() || p.HostAddr == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+			return invalid("%s.hostIP %q is not a unicast address", field, p.HostAddr)
 		}
 	}
 	return nil
@@ -140,7 +99,7 @@ func validateAttachment(a *Attachment) error {
 	if len(a.IPs) == 0 {
 		return invalid("firewall: attachment %s has no IP address", a.ContainerID)
 	}
-	if err := ValidatePorts(a.Ports); err != nil {
+	if err := validatePorts(a.Ports); err != nil {
 		return err
 	}
 	if a.Net.Internal && len(a.Ports) > 0 {
@@ -148,8 +107,8 @@ func validateAttachment(a *Attachment) error {
 	}
 	for i, p := range a.Ports {
 		for _, fam := range mappingFamilies(p) {
-			if ctrIP(a, fam) == nil && p.HostIP != "" {
-				return invalid("portMappings[%d].hostIP %q is IPv%d but the container has no IPv%d address", i, p.HostIP, fam, fam)
+			if ctrIP(a, fam) == nil && p.HostAddr.IsValid() {
+				return invalid("portMappings[%d].hostIP %q is IPv%d but the container has no IPv%d address", i, p.HostAddr, fam, fam)
 			}
 		}
 	}
@@ -157,11 +116,14 @@ func validateAttachment(a *Attachment) error {
 }
 
 // mappingFamilies are the address families a mapping asks for.
-func mappingFamilies(p PortMapping) []int {
-	if p.HostIP == "" {
+func mappingFamilies(p Port) []int {
+	switch {
+	case !p.HostAddr.IsValid():
 		return []int{4, 6}
+	case p.HostAddr.Is4():
+		return []int{4}
 	}
-	return []int{famOf(net.ParseIP(p.HostIP))}
+	return []int{6}
 }
 
 // ctrIP is the container's first address of a family, the DNAT target.

@@ -34,7 +34,7 @@ func fwNetwork(n *config.Net, res *current.Result) firewall.Network {
 func fwAttachment(n *config.Net, containerID, ifName, hostIf string, res *current.Result) *firewall.Attachment {
 	a := &firewall.Attachment{
 		Net: fwNetwork(n, res), ContainerID: containerID, IfName: ifName, HostIf: hostIf,
-		Ports: n.RuntimeConfig.PortMappings,
+		Ports: fwPorts(n.RuntimeConfig.PortMappings),
 	}
 	if res == nil {
 		return a
@@ -49,12 +49,25 @@ func fwAttachment(n *config.Net, containerID, ifName, hostIf string, res *curren
 	return a
 }
 
+// fwPorts converts the portMappings capability (checked by config.Load)
+// into the firewall's ports.
+func fwPorts(mappings []config.PortMapping) []firewall.Port {
+	var out []firewall.Port
+	for _, m := range mappings {
+		out = append(out, firewall.Port{Proto: m.Proto(), HostAddr: m.HostAddr(),
+			HostPort: uint16(m.HostPort), ContainerPort: uint16(m.ContainerPort)})
+	}
+	return out
+}
+
 // limits is the bandwidth capability, zero when absent.
 func limits(n *config.Net) shaping.Limits {
-	if b := n.RuntimeConfig.Bandwidth; b != nil {
-		return *b
+	b := n.RuntimeConfig.Bandwidth
+	if b == nil {
+		return shaping.Limits{}
 	}
-	return shaping.Limits{}
+	return shaping.Limits{IngressRate: b.IngressRate, IngressBurst: b.IngressBurst,
+		EgressRate: b.EgressRate, EgressBurst: b.EgressBurst}
 }
 
 // openFirewall acts in the plugin's own (host) namespace.

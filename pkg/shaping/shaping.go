@@ -38,12 +38,13 @@ import (
 	"github.com/nswire/nswire/pkg/link"
 )
 
-// Limits is the CNI bandwidth capability: rates in bits/s, bursts in bits.
+// Limits are a container's rates in bits/s and bursts in bits (pkg/config
+// decodes the bandwidth capability).
 type Limits struct {
-	IngressRate  uint64 `json:"ingressRate,omitempty"`
-	IngressBurst uint64 `json:"ingressBurst,omitempty"`
-	EgressRate   uint64 `json:"egressRate,omitempty"`
-	EgressBurst  uint64 `json:"egressBurst,omitempty"`
+	IngressRate  uint64
+	IngressBurst uint64
+	EgressRate   uint64
+	EgressBurst  uint64
 }
 
 // IsZero reports whether no shaping is asked for.

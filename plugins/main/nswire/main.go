@@ -7,7 +7,6 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/nswire/nswire/pkg/plugin"
-	_ "github.com/nswire/nswire/pkg/startup" // see its doc: start-up cost
 )
 
 func main() {

@@ -32,7 +32,10 @@ const (
 
 // linkChange is one RTM_SETLINK. The kernel applies flags before
 // IFLA_AF_SPEC, so a setting that must be in place when the link goes up
-// needs its own earlier change.
+// needs its own earlier change. It is built by hand: netlink has no call
+// for IPv4 device settings (IFLA_INET_CONF) at all, and sends one request
+// per attribute (LinkSetAlias, LinkSetUp, LinkSetIP6AddrGenMode) where the
+// kernel takes them in one.
 type linkChange struct {
 	index       int
 	up          bool
@@ -110,6 +113,8 @@ func enableInet(index int, conf devConf, id int) error {
 
 // linkWithConf looks a link up by name and returns it with its settings,
 // which the kernel puts in every link message: no /proc/sys read needed.
+// Built by hand because netlink's LinkByName drops IFLA_INET_CONF and
+// IFLA_INET6_CONF from the answer; its parser still decodes the link.
 func linkWithConf(name string) (netlink.Link, devConf, error) {
 	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, unix.NLM_F_ACK)
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
@@ -166,7 +171,8 @@ func (m netconfMsg) Len() int { return 4 } // NLMSG_ALIGN(sizeof(struct netconfm
 func (m netconfMsg) Serialize() []byte { return []byte{m.family, 0, 0, 0} }
 
 // forwarding reads the namespace-wide forwarding switch of a family
-// (net.ipv4.ip_forward, net.ipv6.conf.all.forwarding).
+// (net.ipv4.ip_forward, net.ipv6.conf.all.forwarding). netlink has no
+// RTM_GETNETCONF request: built by hand.
 func forwarding(family uint8) (bool, error) {
 	req := nl.NewNetlinkRequest(unix.RTM_GETNETCONF, unix.NLM_F_ACK)
 	req.AddData(netconfMsg{family: family})

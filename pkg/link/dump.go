@@ -55,7 +55,10 @@ func handle(h *netlink.Handle) *netlink.Handle {
 
 // hostAddrs dumps the addresses of one host interface with the kernel doing
 // the filtering (NETLINK_GET_STRICT_CHK and ifa_index): a plain RTM_GETADDR
-// dump returns every address of the host, at least one per container veth.
+// dump returns every address of the host, which in routed mode grows by
+// the gateway addresses of every host veth. It is built by hand because
+// netlink's AddrList puts no ifindex in its request (it filters the whole
+// dump itself), so even Handle.SetStrictCheck leaves the kernel sending all.
 func hostAddrs(index int) ([]netlink.Addr, error) {
 	s, err := nl.GetNetlinkSocketAt(vns.None(), vns.None(), unix.NETLINK_ROUTE)
 	if err != nil {

@@ -64,6 +64,12 @@ func oneQueue(add func(nl.NetlinkRequestData)) {
 	add(nl.NewRtAttr(unix.IFLA_NUM_RX_QUEUES, nl.Uint32Attr(1)))
 }
 
+// newVeth is built by hand: netlink.LinkAdd can express every other
+// attribute here (Group, NumTxQueues, PeerNamespace...), but it sends
+// IFLA_MASTER in a second request after the creation. The host end must be
+// a port of the bridge from birth: GC recognises a host end that a killed
+// ADD left unmarked by its group and its bridge (gcHalfMade), and one
+// outside any bridge could be any network's.
 func newVeth(s VethSpec) error {
 	req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, unix.NLM_F_CREATE|unix.NLM_F_EXCL|unix.NLM_F_ACK)
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC)) // down until marked (CreateVeth)

@@ -140,22 +140,24 @@ func DeleteOwned(name, alias string) error {
 // Delete removes l; a link already gone is success, so DEL converges.
 //
 // The request returns only after the kernel's rcu_barrier() that ends a
-// netdev's unregistration, about 12 ms on the development VM, and DEL
-// waits for it. The ways measured to keep that wait off DEL (through
-// libcni, ADD then DEL of 60 containers per option, alternated, same run,
-// load average 7-9 from other users of the machine; DEL p50 / p99 in ms):
+// netdev's unregistration, 12-25 ms on the development VM, and DEL waits
+// for it. The ways measured to keep that wait off DEL, through libcni (ADD
+// then DEL of 60 containers per option, alternated in one run; DEL p50 in
+// ms, the reference chain's in the same run in brackets):
 //
-//   - this synchronous request: 55.9 / 126 and 60.4 / 255;
-//   - the same request from a goroutine while DEL releases the rest
-//     (the process still cannot exit before the barrier): 48.0 / 102;
-//   - a re-executed nswire deleting the link while DEL watches for the
-//     unlisting: 70.6 / 213, slower than the wait it hides (a Go process
-//     start costs more than the grace period here);
-//   - the former clone(CLONE_VM) sender process in assembly: 43.5 / 98
-//     and 40.4 / 100.
+//	                                   load 7-9     load 2
+//	this synchronous request           55.9 (581)   47.6 (284)
+//	the request from a goroutine       48.0         47.1
+//	  while DEL releases the rest (the process still cannot exit first)
+//	a re-executed nswire deleting      70.6         45.6
+//	  the link while DEL watches for the unlisting (a Go start costs
+//	  about what it hides, and adds CPU)
+//	the former clone(CLONE_VM) sender  43.5         26.6
+//	  process in assembly
 //
-// The reference chain's DEL took 581 and 652 ms in the same runs (10x and
-// 11x), within the 8x the project asks for, so the plain request stays.
+// No plain option keeps DEL within 8x of the reference on a quiet machine
+// (6x here; 10x under load, where the reference slows more), and none is
+// clearly faster than the plain request, so the plain request stays.
 func Delete(l netlink.Link) error {
 	err := netlink.LinkDel(l)
 	if errors.Is(err, unix.ENODEV) {

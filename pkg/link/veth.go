@@ -130,38 +130,19 @@ func OwnedLink(name, alias string) (netlink.Link, error) {
 // DeleteOwned removes the host veth (and with it the container end) when
 // it is this attachment's; absent is success.
 func DeleteOwned(name, alias string) error {
-	l, err := OwnedLink(name, alias)
-	if err != nil || l == nil {
+	d, err := StartDeleteOwned(name, alias)
+	if err != nil {
 		return err
 	}
-	return Delete(l)
+	return d.Wait()
 }
 
-// Delete removes l; a link already gone is success, so DEL converges.
-//
-// The request returns only after the kernel's rcu_barrier() that ends a
-// netdev's unregistration, 12-25 ms on the development VM, and DEL waits
-// for it. The ways measured to keep that wait off DEL, through libcni (ADD
-// then DEL of 60 containers per option, alternated in one run; DEL p50 in
-// ms, the reference chain's in the same run in brackets):
-//
-//	                                   load 7-9     load 2
-//	this synchronous request           55.9 (581)   47.6 (284)
-//	the request from a goroutine       48.0         47.1
-//	  while DEL releases the rest (the process still cannot exit first)
-//	a re-executed nswire deleting      70.6         45.6
-//	  the link while DEL watches for the unlisting (a Go start costs
-//	  about what it hides, and adds CPU)
-//	the former clone(CLONE_VM) sender  43.5         26.6
-//	  process in assembly
-//
-// No plain option keeps DEL within 8x of the reference on a quiet machine
-// (6x here; 10x under load, where the reference slows more), and none is
-// clearly faster than the plain request, so the plain request stays.
-func Delete(l netlink.Link) error {
-	err := netlink.LinkDel(l)
-	if errors.Is(err, unix.ENODEV) {
-		return nil
+// StartDeleteOwned is DeleteOwned returning as soon as both ends are
+// unlisted; see Deletion.
+func StartDeleteOwned(name, alias string) (*Deletion, error) {
+	l, err := OwnedLink(name, alias)
+	if err != nil || l == nil {
+		return finished(nil), err
 	}
-	return err
+	return StartDelete(l), nil
 }

@@ -20,8 +20,9 @@ func Del(args *skel.CmdArgs) (err error) {
 	}
 	hostName, alias := identity(n, args)
 	// The host end goes first so the address is unreachable before IPAM
-	// may hand it out again (link.Delete: why DEL waits for the kernel).
-	linkErr := link.DeleteOwned(hostName, alias)
+	// may hand it out again. The kernel's RCU wait that ends a link
+	// removal overlaps the rest of DEL.
+	veth, linkErr := link.StartDeleteOwned(hostName, alias)
 	if errors.Is(linkErr, link.ErrNotOwned) {
 		// Somebody else's link holds the name, so ours does not exist:
 		// nothing of this attachment to remove, and DEL must converge.
@@ -35,5 +36,7 @@ func Del(args *skel.CmdArgs) (err error) {
 	ipamErr := newIPAM(n, args).del()
 	t.step("ipam")
 	shapeErr := <-shaped
+	linkErr = errors.Join(linkErr, veth.Wait())
+	t.step("unregister")
 	return errors.Join(linkErr, fwErr, shapeErr, ipamErr)
 }

@@ -68,7 +68,7 @@ func gcHalfMade(n *config.Net, links []netlink.Link) error {
 			continue
 		}
 		errs = append(errs, shaping.Remove(nil, a.Name))
-		if err := link.Delete(l); err != nil {
+		if err := link.StartDelete(l).Wait(); err != nil {
 			errs = append(errs, fmt.Errorf("gc half-made %s: %w", a.Name, err))
 		}
 	}

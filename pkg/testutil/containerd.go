@@ -190,7 +190,7 @@ func (c *Containerd) remove() {
 	c.Stop()
 	killShims(c.Socket)
 	removeCgroups(c.CgroupParent)
-	unmountUnder(c.Dir)
+	UnmountUnder(c.Dir)
 	if err := os.RemoveAll(c.Dir); err != nil {
 		c.t.Errorf("remove %s: %v", c.Dir, err)
 	}
@@ -272,9 +272,9 @@ func killCgroup(dir string) {
 	}
 }
 
-// unmountUnder lazily unmounts every mount below dir, deepest first
-// (snapshots, netns bind mounts, shm).
-func unmountUnder(dir string) {
+// UnmountUnder lazily unmounts every mount below dir, deepest first
+// (snapshots, netns bind mounts, shm), so that dir can be removed.
+func UnmountUnder(dir string) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return

@@ -255,7 +255,7 @@ func (k *Kubelet) remove() {
 			k.t.Errorf("kubelet cleanup: %v", err)
 		}
 	}
-	unmountUnder(k.Dir)
+	UnmountUnder(k.Dir)
 	if err := os.RemoveAll(k.Dir); err != nil {
 		k.t.Errorf("remove %s: %v", k.Dir, err)
 	}

@@ -30,7 +30,6 @@ import (
 	"math"
 	"strings"
 
-	"github.com/containernetworking/cni/pkg/types"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -63,36 +62,6 @@ func IfbName(hostIf string) string {
 	return "nsi" + ident.Hex(12, hostIf)
 }
 
-func invalid(msg string, args ...any) error {
-	return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf(msg, args...), "")
-}
-
-// Validate checks the limits before anything changes.
-func Validate(l Limits) error {
-	if err := validatePair("ingress", l.IngressRate, l.IngressBurst); err != nil {
-		return err
-	}
-	return validatePair("egress", l.EgressRate, l.EgressBurst)
-}
-
-func validatePair(dir string, rate, burst uint64) error {
-	switch {
-	case rate == 0 && burst == 0:
-		return nil
-	case rate == 0:
-		return invalid("bandwidth.%sBurst is set but bandwidth.%sRate is not", dir, dir)
-	case burst == 0:
-		return invalid("bandwidth.%sRate is set but bandwidth.%sBurst is not", dir, dir)
-	case rate < 8:
-		return invalid("bandwidth.%sRate %d bits/s is below the minimum of 8", dir, rate)
-	case burst < 8:
-		return invalid("bandwidth.%sBurst %d bits is below the minimum of 8", dir, burst)
-	case burst/8 >= math.MaxUint32:
-		return invalid("bandwidth.%sBurst %d bits exceeds 4 GiB", dir, burst)
-	}
-	return nil
-}
-
 // tbf builds the qdisc for a rate and burst (bits/s, bits), the burst
 // capped at what the kernel keeps (see the package doc).
 func tbf(linkIndex int, rate, burst uint64) *netlink.Tbf {
@@ -119,11 +88,9 @@ func handle(h *netlink.Handle) *netlink.Handle {
 }
 
 // Apply shapes hostIf (in the namespace of h) to l, replacing whatever
-// nswire shaping was there. Zero limits remove the shaping.
+// nswire shaping was there. Zero limits remove the shaping. l comes checked
+// by pkg/config (each rate with its burst, at least 8, under 4 GiB).
 func Apply(h *netlink.Handle, hostIf string, l Limits) error {
-	if err := Validate(l); err != nil {
-		return err
-	}
 	h = handle(h)
 	link, err := h.LinkByName(hostIf)
 	if err != nil {

@@ -1,14 +1,12 @@
 package shaping
 
 import (
-	"errors"
 	"math"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
@@ -16,35 +14,6 @@ import (
 
 	"github.com/nswire/nswire/pkg/testutil"
 )
-
-func TestValidate(t *testing.T) {
-	for _, tc := range []struct {
-		l    Limits
-		want string
-	}{
-		{Limits{IngressRate: 1000}, "bandwidth.ingressRate is set but bandwidth.ingressBurst is not"},
-		{Limits{EgressBurst: 1000}, "bandwidth.egressBurst is set but bandwidth.egressRate is not"},
-		{Limits{EgressRate: 4, EgressBurst: 1000}, "bandwidth.egressRate 4"},
-		{Limits{IngressRate: 1000, IngressBurst: 1 << 40}, "bandwidth.ingressBurst"},
-	} {
-		err := Validate(tc.l)
-		var e *types.Error
-		if !errors.As(err, &e) || e.Code != types.ErrInvalidNetworkConfig || !strings.Contains(e.Msg, tc.want) {
-			t.Errorf("Validate(%+v) = %v, want code 7 with %q", tc.l, err, tc.want)
-		}
-	}
-	for _, l := range []Limits{
-		{IngressRate: 1e6, IngressBurst: 1e5, EgressRate: 1e9, EgressBurst: 1e6},
-		// The reference plugin takes any burst under 4 GiB, however slow
-		// it drains; the kernel keeps what its bucket can hold.
-		{IngressRate: 8, IngressBurst: 1 << 34},
-		{IngressRate: 1e3, IngressBurst: containerdBurst, EgressRate: 1e3, EgressBurst: containerdBurst},
-	} {
-		if err := Validate(l); err != nil {
-			t.Errorf("Validate(%+v) = %v", l, err)
-		}
-	}
-}
 
 // containerdBurst is the burst containerd's CRI plugin passes with every
 // rate it derives from a pod's kubernetes.io/*-bandwidth annotation.

@@ -66,17 +66,18 @@ type rawNet struct {
 
 // decodeArgs decodes the container's arguments ADD and CHECK act on.
 func (n *rawNet) decodeArgs() error {
-	for _, f := range []struct {
-		name string
-		raw  json.RawMessage
-		v    any
-	}{{"runtimeConfig", n.RawRuntimeConfig, &n.RuntimeConfig}, {"args", n.RawArgs, &n.Args}} {
-		if len(f.raw) == 0 || string(f.raw) == "null" {
-			continue
-		}
-		if err := json.Unmarshal(f.raw, f.v); err != nil {
-			return types.NewError(types.ErrDecodingFailure, "decode "+f.name, err.Error())
-		}
+	if err := decodeArg("runtimeConfig", n.RawRuntimeConfig, &n.RuntimeConfig); err != nil {
+		return err
+	}
+	return decodeArg("args", n.RawArgs, &n.Args)
+}
+
+func decodeArg(field string, raw json.RawMessage, v any) error {
+	if len(raw) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return types.NewError(types.ErrDecodingFailure, "decode "+field, err.Error())
 	}
 	return nil
 }

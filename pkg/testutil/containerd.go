@@ -31,7 +31,7 @@ type Containerd struct {
 	CgroupParent string
 	Runtime      cri.RuntimeServiceClient
 	opts         ContainerdOptions
-	cmd          *exec.Cmd
+	daemon       *proc
 	conn         *grpc.ClientConn
 	t            T
 }
@@ -113,15 +113,10 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
 // until CRI answers.
 func (c *Containerd) Start() {
 	c.t.Helper()
-	logf, err := os.OpenFile(filepath.Join(c.Dir, "containerd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	var err error
+	c.daemon, err = startProc(c.Dir, "containerd", "nsenter", "--net="+c.opts.Host.Path(), "--",
+		"containerd", "--config", filepath.Join(c.Dir, "config.toml"))
 	if err != nil {
-		c.t.Fatalf("containerd log: %v", err)
-	}
-	defer logf.Close()
-	c.cmd = exec.Command("nsenter", "--net="+c.opts.Host.Path(), "--", "containerd", "--config", filepath.Join(c.Dir, "config.toml"))
-	c.cmd.Stdout, c.cmd.Stderr = logf, logf
-	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := c.cmd.Start(); err != nil {
 		c.t.Fatalf("start containerd: %v", err)
 	}
 	c.conn, err = grpc.NewClient("unix://"+c.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -151,19 +146,10 @@ func (c *Containerd) Stop() {
 		c.conn.Close()
 		c.conn = nil
 	}
-	if c.cmd == nil || c.cmd.Process == nil {
-		return
+	if c.daemon != nil {
+		c.daemon.stop()
+		c.daemon = nil
 	}
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = c.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = c.cmd.Process.Kill()
-		<-done
-	}
-	c.cmd = nil
 }
 
 // ctr runs containerd's own client against this daemon, in CRI's namespace.

@@ -24,7 +24,9 @@
 //	                                          saddr @masq saddr . daddr != @intra masquerade    (ipMasq)
 //	chain a-<net8>-<att16>                    per attachment: published ports record
 //	chain g-<net8>-<att16>                    per attachment (routed mode): anti-spoofing record
-//	chain layout-1                            the layout stamp (see Layout version)
+//	chain networks                            the networks of this host: subnets owned, bridge,
+//	                                          settings (claims.go)
+//	chain layout-2                            the layout stamp (see Layout version)
 //
 // table bridge nswire
 //
@@ -39,7 +41,7 @@
 //	                                          drop
 //	chain forward   filter  forward     -200  iifname @noicc meta pkttype != host drop
 //	chain g-<net8>-<att16>                    per attachment: anti-spoofing record
-//	chain layout-1                            the layout stamp
+//	chain layout-2                            the layout stamp
 //
 // Sets and maps (4 and 6 stand for one per address family):
 //

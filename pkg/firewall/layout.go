@@ -14,7 +14,7 @@ import (
 // layoutVersion numbers the layout of nswire's tables (doc.go). Change it
 // whenever a binary would misread or misuse tables an earlier binary made:
 // the first ADD of the new binary then rebuilds them.
-const layoutVersion = 1
+const layoutVersion = 2
 
 // Each table carries the version as the name of a regular chain holding
 // one rule without expressions (nothing jumps to it). The rule makes a

@@ -164,6 +164,9 @@ func addSkeleton(c *nftables.Conn, t *nftables.Table) error {
 			c.AddRule(&nftables.Rule{Table: t, Chain: cr.ch, Exprs: r})
 		}
 	}
+	if t == inetTable {
+		c.AddChain(&nftables.Chain{Table: t, Name: chainNetworks})
+	}
 	stamp := c.AddChain(&nftables.Chain{Table: t, Name: stampChain})
 	c.AddRule(&nftables.Rule{Table: t, Chain: stamp, UserData: comment(stampNote)})
 	return nil

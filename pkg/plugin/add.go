@@ -50,6 +50,11 @@ func Add(args *skel.CmdArgs) (err error) {
 		return err
 	}
 	t.step("netns")
+	var own owner
+	defer own.release()
+	if err := own.claim(n, args.StdinData, nil); err != nil {
+		return err
+	}
 	ipam := newIPAM(n, args)
 	if ipam.builtin() {
 		if err := restoreReservations(n, args); err != nil {
@@ -62,6 +67,9 @@ func Add(args *skel.CmdArgs) (err error) {
 	}
 	undo.push(ipam.del)
 	t.step("ipam")
+	if err := own.claim(n, args.StdinData, res); err != nil {
+		return err
+	}
 	p, err := newPlan(n, args, res)
 	if err != nil {
 		return err

@@ -1,0 +1,303 @@
+package plugin
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"golang.org/x/sys/unix"
+
+	"github.com/nswire/nswire/pkg/config"
+	"github.com/nswire/nswire/pkg/firewall"
+	"github.com/nswire/nswire/pkg/link"
+)
+
+// Which network owns which subnets and bridge on this host.
+//
+// The rule: a subnet, and a bridge, belong to the network that has live
+// attachments on this host. An ADD whose subnets overlap, or whose bridge
+// is, another live network's is refused (code 7). A network without live
+// attachments owns nothing: the ADD that needs its subnet or bridge
+// releases what it left (firewall elements, bridge addresses, an empty
+// bridge nswire made) and takes over. A network whose own configuration
+// changed takes the new one the same way once it has no live attachment;
+// with live ones it may only add subnets or change flags.
+//
+// Each network that made an attachment is recorded in nswire's nftables
+// table with the subnets, bridge and settings it was wired with
+// (firewall.Networks). Records never overlap, so an ADD that finds its own
+// record as its configuration wants it (the usual case) reads nothing
+// else: one netlink round. It holds the host's network lock shared until
+// it ends, so no other ADD can judge its network dead while its veth is
+// being made. Any other ADD takes the lock exclusively, which waits for
+// the ADDs in flight, and settles the records. Live means a host end
+// exists (link.AttachedPort): a container that died without DEL took its
+// veth pair with its namespace, and a plugin killed at any instant leaves
+// records and lock consistent (one transaction; the lock dies with it).
+const networksLock = "/run/nswire/networks.lock"
+
+// hostLock is a hold on networksLock; closing the file releases it.
+type hostLock struct{ f *os.File }
+
+func lockNetworks(how int) (*hostLock, error) {
+	if err := os.MkdirAll(filepath.Dir(networksLock), 0o755); err != nil {
+		return nil, fmt.Errorf("network lock: %w", err)
+	}
+	f, err := os.OpenFile(networksLock, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("network lock: %w", err)
+	}
+	for {
+		err = unix.Flock(int(f.Fd()), how)
+		if !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("network lock %s: %w", networksLock, err)
+	}
+	return &hostLock{f: f}, nil
+}
+
+func (l *hostLock) release() {
+	if l != nil {
+		l.f.Close()
+	}
+}
+
+// owner is ADD's claim on its network's subnets, held until ADD ends.
+type owner struct{ lock *hostLock }
+
+// claim makes the network the owner of its subnets, once per ADD. The
+// subnets come from the host-local style ipam section when there is one
+// (before IPAM runs, res nil); otherwise from IPAM's answer, which only
+// ever adds to what the network owns.
+func (o *owner) claim(n *config.Net, stdin []byte, res *current.Result) error {
+	if o.lock != nil {
+		return nil
+	}
+	subnets, grow := configuredSubnets(stdin), false
+	if len(subnets) == 0 {
+		if res == nil {
+			return nil
+		}
+		subnets, grow = resultSubnets(res), true
+	}
+	want := fwNetwork(n, nil)
+	want.Subnets = subnets
+	l, err := claim(want, grow)
+	o.lock = l
+	return err
+}
+
+func (o *owner) release() {
+	o.lock.release()
+	o.lock = nil
+}
+
+func resultSubnets(res *current.Result) []*net.IPNet {
+	var out []*net.IPNet
+	for _, ipc := range res.IPs {
+		out = append(out, &net.IPNet{IP: ipc.Address.IP.Mask(ipc.Address.Mask), Mask: ipc.Address.Mask})
+	}
+	return out
+}
+
+// claim returns the lock, shared when want's record was already there,
+// exclusive when it had to settle the records.
+func claim(want firewall.Network, grow bool) (*hostLock, error) {
+	l, err := lockNetworks(unix.LOCK_SH)
+	if err != nil {
+		return nil, err
+	}
+	fw, err := openFirewall()
+	if err != nil {
+		l.release()
+		return nil, err
+	}
+	defer fw.Close()
+	recs, err := fw.Networks()
+	if err == nil {
+		if own := findNetwork(recs, want.Name); own != nil && covers(*own, want, grow) {
+			return l, nil
+		}
+		l.release()
+		if l, err = lockNetworks(unix.LOCK_EX); err == nil {
+			err = settle(fw, want, grow)
+		}
+	}
+	if err != nil {
+		l.release()
+		return nil, err
+	}
+	return l, nil
+}
+
+// settle records want, after refusing it or releasing the dead networks
+// in its way. The caller holds the lock exclusively.
+func settle(fw *firewall.Firewall, want firewall.Network, grow bool) error {
+	recs, err := fw.Networks()
+	if err != nil {
+		return err
+	}
+	own := findNetwork(recs, want.Name)
+	if own != nil && grow {
+		want.Subnets = union(own.Subnets, want.Subnets)
+	}
+	var keep, dead []firewall.Network
+	for _, r := range recs {
+		if r.Name == want.Name {
+			continue
+		}
+		what := conflict(r, want)
+		if what == "" {
+			keep = append(keep, r)
+			continue
+		}
+		port, err := link.AttachedPort(r.Name, r.Bridge)
+		if err != nil {
+			return err
+		}
+		if port != "" {
+			return refuseTaken(want, r, what, port)
+		}
+		dead = append(dead, r)
+	}
+	if own != nil && !sameNetwork(*own, want) {
+		port, err := link.AttachedPort(own.Name, own.Bridge)
+		if err != nil {
+			return err
+		}
+		if change := breakingChange(*own, want); port != "" && change != "" {
+			return types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf(
+				"network %q changed %s while it has containers on this host (host interface %s): remove them, or restore its previous configuration, and retry",
+				want.Name, change, port), "")
+		}
+		if port == "" {
+			dead = append(dead, *own)
+		}
+	}
+	for _, r := range dead {
+		if err := release(fw, r, want); err != nil {
+			return err
+		}
+	}
+	return fw.SetNetworks(append(keep, want))
+}
+
+// release removes what dead network r left in want's way.
+func release(fw *firewall.Firewall, r, want firewall.Network) error {
+	if err := fw.ReleaseNetwork(r); err != nil {
+		return fmt.Errorf("release network %q: %w", r.Name, err)
+	}
+	if r.Bridge == "" {
+		return nil
+	}
+	if err := link.ReleaseBridge(r.Bridge, r.Subnets, r.Bridge == want.Bridge); err != nil {
+		return fmt.Errorf("release network %q: %w", r.Name, err)
+	}
+	return nil
+}
+
+func refuseTaken(want, r firewall.Network, what, port string) error {
+	msg := fmt.Sprintf("network %q: %s of network %q, which has containers on this host (host interface %s): give %q a subnet that overlaps no other network's, or remove %q's containers first",
+		want.Name, what, r.Name, port, want.Name, r.Name)
+	if strings.HasPrefix(what, "bridge") {
+		msg = fmt.Sprintf("network %q: %s belongs to network %q, which has containers on this host (port %s): give each network its own bridge",
+			want.Name, what, r.Name, port)
+	}
+	return types.NewError(types.ErrInvalidNetworkConfig, msg, "")
+}
+
+// conflict describes what of r's stands in want's way, "" if nothing.
+func conflict(r, want firewall.Network) string {
+	if r.Bridge != "" && r.Bridge == want.Bridge {
+		return fmt.Sprintf("bridge %q", r.Bridge)
+	}
+	for _, a := range want.Subnets {
+		for _, b := range r.Subnets {
+			if a.Contains(b.IP) || b.Contains(a.IP) {
+				return fmt.Sprintf("subnet %s overlaps subnet %s", a, b)
+			}
+		}
+	}
+	return ""
+}
+
+// breakingChange describes a change of own's configuration that live
+// attachments cannot follow: a new bridge or mode, a subnet gone.
+func breakingChange(own, want firewall.Network) string {
+	if own.Bridge != want.Bridge {
+		return fmt.Sprintf("its bridge from %s to %s", bridgeName(own.Bridge), bridgeName(want.Bridge))
+	}
+	for _, s := range own.Subnets {
+		if !containsNet(want.Subnets, s) {
+			return fmt.Sprintf("its subnets from %s to %s", joinNets(own.Subnets), joinNets(want.Subnets))
+		}
+	}
+	return ""
+}
+
+func bridgeName(b string) string {
+	if b == "" {
+		return "routed mode"
+	}
+	return fmt.Sprintf("%q", b)
+}
+
+func findNetwork(recs []firewall.Network, name string) *firewall.Network {
+	for i := range recs {
+		if recs[i].Name == name {
+			return &recs[i]
+		}
+	}
+	return nil
+}
+
+// covers reports whether the record own already is want: with grow,
+// want's subnets need only be among own's.
+func covers(own, want firewall.Network, grow bool) bool {
+	if grow {
+		want.Subnets = union(own.Subnets, want.Subnets)
+	}
+	return sameNetwork(own, want)
+}
+
+func sameNetwork(a, b firewall.Network) bool {
+	return a.Bridge == b.Bridge && a.IPMasq == b.IPMasq && a.Isolation == b.Isolation &&
+		a.ICC == b.ICC && a.Internal == b.Internal &&
+		sameNets(a.Subnets, b.Subnets) && sameNets(a.NoMasquerade, b.NoMasquerade)
+}
+
+func sameNets(a, b []*net.IPNet) bool {
+	return len(a) == len(b) && !slices.ContainsFunc(a, func(n *net.IPNet) bool { return !containsNet(b, n) })
+}
+
+func containsNet(list []*net.IPNet, n *net.IPNet) bool {
+	return slices.ContainsFunc(list, func(m *net.IPNet) bool { return m.String() == n.String() })
+}
+
+func union(a, b []*net.IPNet) []*net.IPNet {
+	out := slices.Clone(a)
+	for _, n := range b {
+		if !containsNet(out, n) {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func joinNets(nets []*net.IPNet) string {
+	s := make([]string, len(nets))
+	for i, n := range nets {
+		s[i] = n.String()
+	}
+	return strings.Join(s, ",")
+}

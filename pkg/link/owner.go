@@ -79,8 +79,8 @@ func bridgePorts(master int) ([]string, error) {
 	})
 }
 
-// ReleaseBridge takes from bridge its addresses inside subnets: a network
-// that no longer owns them must not route them. The bridge itself goes
+// ReleaseBridge takes from bridge its addresses whose prefix overlaps
+// subnets: a network that no longer owns them must not route them. The bridge itself goes
 // when nswire made it (its MAC says so), it has no port left and keep is
 // false. A missing bridge is fine.
 func ReleaseBridge(bridge string, subnets []*net.IPNet, keep bool) error {
@@ -105,7 +105,7 @@ func ReleaseBridge(bridge string, subnets []*net.IPNet, keep bool) error {
 		return fmt.Errorf("list addresses of bridge %q: %w", bridge, err)
 	}
 	for _, a := range addrs {
-		if !inAny(a.IP, subnets) {
+		if !overlapsAny(a.IPNet, subnets) {
 			continue
 		}
 		if err := netlink.AddrDel(br, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
@@ -115,9 +115,9 @@ func ReleaseBridge(bridge string, subnets []*net.IPNet, keep bool) error {
 	return nil
 }
 
-func inAny(ip net.IP, subnets []*net.IPNet) bool {
+func overlapsAny(p *net.IPNet, subnets []*net.IPNet) bool {
 	for _, s := range subnets {
-		if s.Contains(ip) {
+		if s.Contains(p.IP) || p.Contains(s.IP) {
 			return true
 		}
 	}

@@ -110,34 +110,42 @@ func resultSubnets(res *current.Result) []*net.IPNet {
 	return out
 }
 
-// claim returns the lock, shared when want's record was already there,
-// exclusive when it had to settle the records.
+// claim returns the lock held shared, once the records show want. When
+// they do not, it settles them under the exclusive lock and reads again:
+// the exclusive hold is never kept while an ADD wires, so the first ADDs of
+// a new network do not queue behind each other.
 func claim(want firewall.Network, grow bool) (*hostLock, error) {
-	l, err := lockNetworks(unix.LOCK_SH)
-	if err != nil {
-		return nil, err
-	}
 	fw, err := openFirewall()
 	if err != nil {
-		l.release()
 		return nil, err
 	}
 	defer fw.Close()
-	recs, err := fw.Networks()
-	if err == nil {
-		if own := findNetwork(recs, want.Name); own != nil && covers(*own, want, grow) {
-			return l, nil
+	for range 3 {
+		l, err := lockNetworks(unix.LOCK_SH)
+		if err != nil {
+			return nil, err
+		}
+		recs, err := fw.Networks()
+		if err == nil {
+			if own := findNetwork(recs, want.Name); own != nil && covers(*own, want, grow) {
+				return l, nil
+			}
 		}
 		l.release()
-		if l, err = lockNetworks(unix.LOCK_EX); err == nil {
-			err = settle(fw, want, grow)
+		if err != nil {
+			return nil, err
+		}
+		if l, err = lockNetworks(unix.LOCK_EX); err != nil {
+			return nil, err
+		}
+		err = settle(fw, want, grow)
+		l.release()
+		if err != nil {
+			return nil, err
 		}
 	}
-	if err != nil {
-		l.release()
-		return nil, err
-	}
-	return l, nil
+	return nil, types.NewError(types.ErrTryAgainLater,
+		fmt.Sprintf("network %q: other ADDs keep changing which network owns its subnets; retry", want.Name), "")
 }
 
 // settle records want, after refusing it or releasing the dead networks
@@ -184,12 +192,31 @@ func settle(fw *firewall.Firewall, want firewall.Network, grow bool) error {
 			dead = append(dead, *own)
 		}
 	}
+	if own == nil {
+		if err := releaseUnrecorded(want); err != nil {
+			return err
+		}
+	}
 	for _, r := range dead {
 		if err := release(fw, r, want); err != nil {
 			return err
 		}
 	}
 	return fw.SetNetworks(append(keep, want))
+}
+
+// releaseUnrecorded clears want's bridge, when it has no port, of
+// addresses overlapping want's subnets: without a record (a flushed
+// table), it may still hold an earlier configuration's gateway.
+func releaseUnrecorded(want firewall.Network) error {
+	if want.Bridge == "" {
+		return nil
+	}
+	port, err := link.AttachedPort(want.Name, want.Bridge)
+	if err != nil || port != "" {
+		return err
+	}
+	return link.ReleaseBridge(want.Bridge, want.Subnets, true)
 }
 
 // release removes what dead network r left in want's way.

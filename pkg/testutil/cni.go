@@ -49,6 +49,7 @@ type Host struct {
 // private result cache.
 func NewHost(t T, binDirs ...string) *Host {
 	t.Helper()
+	requireRoot(t)
 	h := &Host{NS: NewNS(t), DataDir: t.TempDir()}
 	h.CNI = libcni.NewCNIConfigWithCacheDir(binDirs, t.TempDir(), &nsExec{DefaultExec: &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}}, host: h.NetNS})
 	return h

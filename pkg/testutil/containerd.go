@@ -48,6 +48,7 @@ type ContainerdOptions struct {
 // runs), the daemon, its shims, mounts and cgroups.
 func StartContainerd(t T, o ContainerdOptions) *Containerd {
 	t.Helper()
+	requireRoot(t)
 	if _, err := exec.LookPath("containerd"); err != nil {
 		t.Fatalf("containerd is not installed (apt-get install containerd): %v", err)
 	}

@@ -75,6 +75,7 @@ type ControlPlane struct {
 // apiserver is ready. Binaries come from K8sTools.
 func StartControlPlane(t T, opts ControlPlaneOptions) *ControlPlane {
 	t.Helper()
+	requireRoot(t)
 	if opts.Address == "" {
 		opts.Address = "127.0.0.1"
 	}

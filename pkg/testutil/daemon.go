@@ -16,6 +16,7 @@ type Daemon struct {
 // nsenter) and stops it when the test ends; its log is dir/name.log.
 func StartDaemon(t T, netns, dir, name, bin string, args ...string) *Daemon {
 	t.Helper()
+	requireRoot(t)
 	p, err := startProc(dir, name, "nsenter", append([]string{"--net=" + netns, "--", bin}, args...)...)
 	if err != nil {
 		t.Fatalf("start %s: %v", name, err)

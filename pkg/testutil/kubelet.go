@@ -107,6 +107,7 @@ type Kubelet struct {
 // /healthz answers. Registration and readiness are the Node's business.
 func StartKubelet(t T, o KubeletOptions) *Kubelet {
 	t.Helper()
+	requireRoot(t)
 	bin, err := K8sTool("kubelet")
 	if err != nil {
 		t.Fatalf("%v", err)

@@ -17,6 +17,7 @@ type LAN struct {
 // test.
 func NewLAN(t T) *LAN {
 	t.Helper()
+	requireRoot(t)
 	l := &LAN{NS: NewNS(t)}
 	if err := l.Handle().LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "lan0"}}); err != nil {
 		t.Fatalf("LAN bridge: %v", err)

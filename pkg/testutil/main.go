@@ -7,14 +7,14 @@ import (
 )
 
 // RunWithPlugins is the body of a TestMain for tests that drive the plugin
-// binaries. Without root it runs nothing (namespaces, links and nftables
-// need it). Otherwise it builds nswire and nswire-ipam into a temporary
+// binaries. Without root it builds nothing and runs the tests, each of
+// which skips (with its reason) at its first namespace or daemon; see
+// requireRoot. Otherwise it builds nswire and nswire-ipam into a temporary
 // directory, installs the reference plugins if missing, hands both
 // directories to setup and runs the tests.
 func RunWithPlugins(m *testing.M, setup func(bin, ref string) error) int {
 	if os.Geteuid() != 0 {
-		fmt.Println("skipped: these tests need root (network namespaces, links, nftables)")
-		return 0
+		return m.Run()
 	}
 	dir, err := os.MkdirTemp("", "nswire-bin")
 	if err != nil {
@@ -35,4 +35,19 @@ func RunWithPlugins(m *testing.M, setup func(bin, ref string) error) int {
 		return 1
 	}
 	return m.Run()
+}
+
+// requireRoot skips the test (or ends a program) when the process cannot
+// make namespaces, links and nftables tables: go test -v then shows SKIP
+// with the reason rather than a silent ok.
+func requireRoot(t T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	const why = "needs root: network namespaces, links, nftables and daemons"
+	if s, ok := t.(interface{ Skip(...any) }); ok {
+		s.Skip(why)
+	}
+	t.Fatalf("%s", why)
 }

@@ -27,6 +27,7 @@ type NS struct {
 // NewNS creates a namespace with lo up, removed when the test ends.
 func NewNS(t T) *NS {
 	t.Helper()
+	requireRoot(t)
 	n, err := testutils.NewNS()
 	if err != nil {
 		t.Fatalf("create netns: %v", err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 
@@ -277,4 +278,20 @@ func parseHostIP(s string) (netip.Addr, error) {
 		return netip.Addr{}, fmt.Errorf("zones are not allowed")
 	}
 	return ip.Unmap(), nil
+}
+
+// Subnets lists the subnet of every range, in order; none for a nil
+// Config.
+func (c *Config) Subnets() []*net.IPNet {
+	if c == nil {
+		return nil
+	}
+	var out []*net.IPNet
+	for _, set := range c.RangeSets {
+		for _, r := range set {
+			p := r.Subnet.Masked()
+			out = append(out, &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())})
+		}
+	}
+	return out
 }

@@ -24,6 +24,12 @@ func Add(req Request) (*current.Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	return Allocate(cfg, req)
+}
+
+// Allocate is Add for a caller that already parsed the configuration
+// (ParseConfig); only req's ContainerID and IfName are read.
+func Allocate(cfg *Config, req Request) (*current.Result, error) {
 	a, err := attachmentOf(req)
 	if err != nil {
 		return nil, err

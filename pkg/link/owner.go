@@ -88,7 +88,7 @@ func ReleaseBridge(bridge string, subnets []*net.IPNet, keep bool) error {
 	if err != nil || br == nil {
 		return err
 	}
-	if !keep && bytes.Equal(br.HardwareAddr, bridgeMAC(bridge)) {
+	if !keep && madeByNswire(br) {
 		ports, err := bridgePorts(br.Index)
 		if err != nil {
 			return fmt.Errorf("list ports of bridge %q: %w", bridge, err)
@@ -113,6 +113,22 @@ func ReleaseBridge(bridge string, subnets []*net.IPNet, keep bool) error {
 		}
 	}
 	return nil
+}
+
+// ClearOwnBridge is ReleaseBridge keeping the bridge, for a bridge nswire
+// made: one made by someone else keeps its addresses.
+func ClearOwnBridge(bridge string, subnets []*net.IPNet) error {
+	br, _, err := bridgeByName(bridge)
+	if err != nil || br == nil || !madeByNswire(br) {
+		return err
+	}
+	return ReleaseBridge(bridge, subnets, true)
+}
+
+// madeByNswire: nswire gives the bridges it creates a MAC derived from
+// their name (createBridge).
+func madeByNswire(br *netlink.Bridge) bool {
+	return bytes.Equal(br.HardwareAddr, bridgeMAC(br.Name))
 }
 
 func overlapsAny(p *net.IPNet, subnets []*net.IPNet) bool {

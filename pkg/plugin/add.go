@@ -50,24 +50,27 @@ func Add(args *skel.CmdArgs) (err error) {
 		return err
 	}
 	t.step("netns")
-	var own owner
-	defer own.release()
-	if err := own.claim(n, args.StdinData, nil); err != nil {
+	im := newIPAM(n, args)
+	if err := im.parse(); err != nil {
 		return err
 	}
-	ipam := newIPAM(n, args)
-	if ipam.builtin() {
-		if err := restoreReservations(n, args); err != nil {
+	var own owner
+	defer own.release()
+	if err := own.claim(n, im.cfg, nil); err != nil {
+		return err
+	}
+	if im.builtin() {
+		if err := restoreReservations(n, im.cfg); err != nil {
 			return err
 		}
 	}
-	res, err := ipam.add()
+	res, err := im.add()
 	if err != nil {
 		return err
 	}
-	undo.push(ipam.del)
+	undo.push(im.del)
 	t.step("ipam")
-	if err := own.claim(n, args.StdinData, res); err != nil {
+	if err := own.claim(n, im.cfg, res); err != nil {
 		return err
 	}
 	p, err := newPlan(n, args, res)

@@ -22,6 +22,7 @@ type ipamClient struct {
 	typ   string
 	stdin []byte
 	req   ipam.Request
+	cfg   *ipam.Config // nswire-ipam's configuration when ADD parsed it
 }
 
 func newIPAM(n *config.Net, args *skel.CmdArgs) ipamClient {
@@ -32,9 +33,24 @@ func newIPAM(n *config.Net, args *skel.CmdArgs) ipamClient {
 
 func (c ipamClient) builtin() bool { return c.typ == builtinIPAM }
 
+// parse reads the ipam section once per ADD, in host-local's format, which
+// nswire-ipam and host-local share: nswire-ipam allocates from it, a lost
+// store is restored from it, and it names the subnets the network owns.
+// For nswire-ipam a bad section fails the ADD; a delegate reports its own
+// errors (it may read another format), and the network's subnets are then
+// learnt from its answer.
+func (c *ipamClient) parse() error {
+	cfg, err := ipam.ParseConfig(c.stdin, c.req.Args)
+	if err != nil && c.builtin() {
+		return ipamError("ADD", c.typ, err)
+	}
+	c.cfg = cfg
+	return nil
+}
+
 func (c ipamClient) add() (*current.Result, error) {
 	if c.builtin() {
-		res, err := ipam.Add(c.req)
+		res, err := ipam.Allocate(c.cfg, c.req)
 		return res, ipamError("ADD", c.typ, err)
 	}
 	out, err := execDelegate("ADD", c.typ, c.stdin)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/nswire/nswire/pkg/config"
 	"github.com/nswire/nswire/pkg/firewall"
+	"github.com/nswire/nswire/pkg/ipam"
 	"github.com/nswire/nswire/pkg/link"
 )
 
@@ -79,11 +80,11 @@ type owner struct{ lock *hostLock }
 // subnets come from the host-local style ipam section when there is one
 // (before IPAM runs, res nil); otherwise from IPAM's answer, which only
 // ever adds to what the network owns.
-func (o *owner) claim(n *config.Net, stdin []byte, res *current.Result) error {
+func (o *owner) claim(n *config.Net, cfg *ipam.Config, res *current.Result) error {
 	if o.lock != nil {
 		return nil
 	}
-	subnets, grow := configuredSubnets(stdin), false
+	subnets, grow := cfg.Subnets(), false
 	if len(subnets) == 0 {
 		if res == nil {
 			return nil
@@ -205,9 +206,9 @@ func settle(fw *firewall.Firewall, want firewall.Network, grow bool) error {
 	return fw.SetNetworks(append(keep, want))
 }
 
-// releaseUnrecorded clears want's bridge, when it has no port, of
-// addresses overlapping want's subnets: without a record (a flushed
-// table), it may still hold an earlier configuration's gateway.
+// releaseUnrecorded clears want's bridge, when nswire made it and it has
+// no port, of addresses overlapping want's subnets: without a record (a
+// flushed table), it may still hold an earlier configuration's gateway.
 func releaseUnrecorded(want firewall.Network) error {
 	if want.Bridge == "" {
 		return nil
@@ -216,7 +217,7 @@ func releaseUnrecorded(want firewall.Network) error {
 	if err != nil || port != "" {
 		return err
 	}
-	return link.ReleaseBridge(want.Bridge, want.Subnets, true)
+	return link.ClearOwnBridge(want.Bridge, want.Subnets)
 }
 
 // release removes what dead network r left in want's way.

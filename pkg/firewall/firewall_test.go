@@ -511,10 +511,18 @@ func TestGC(t *testing.T) {
 	if err := tp.fw.Check(cs[0].att); err == nil {
 		t.Fatal("collected attachment still checks")
 	}
+	// Without a record, b owns no network-level element (another network
+	// may have taken its subnets over): GC leaves them.
+	must(t, tp.fw.SetNetworks([]Network{other.Network}), "record networks")
 	must(t, tp.fw.GC(b.Network, nil), "GC all")
 	if n := tp.count(inetTable, "dnat4any"); n != 1 {
 		t.Fatalf("after GC all dnat4any has %d, want 1", n)
 	}
+	if n := tp.count(inetTable, "masq4"); n != 4 {
+		t.Fatalf("masq4 has %d elements, want 4 (GC of an unrecorded network)", n)
+	}
+	must(t, tp.fw.SetNetworks([]Network{b.Network, other.Network}), "record networks")
+	must(t, tp.fw.GC(b.Network, nil), "GC all")
 	// Network-level elements of the collected network are gone, the other's stay.
 	if n := tp.count(inetTable, "masq4"); n != 2 { // start+end of one prefix
 		t.Fatalf("masq4 has %d elements, want 2", n)

@@ -49,7 +49,8 @@ func (f *Firewall) Addresses(network string) (map[string][]net.IP, error) {
 // GC removes the objects of every attachment of network n that is not in
 // valid. It lists chains (GC is not on the ADD/DEL path and is exclusive
 // with them), keeps going on errors and joins them. With no valid
-// attachment left the network-level elements go too.
+// attachment left the network-level elements go too, as the network's
+// record says (gcNetwork). Of n, only the name is read.
 func (f *Firewall) GC(n Network, valid []types.GCAttachment) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -96,14 +97,32 @@ func (f *Firewall) GC(n Network, valid []types.GCAttachment) error {
 	if err := f.gcUnrecorded(n.Name, keep); err != nil {
 		errs = append(errs, err)
 	}
-	if len(valid) == 0 && len(n.Subnets) > 0 {
-		tx := &txn{}
-		queueNetwork(tx, networkAsserts(n, true))
-		if err := f.commit(tx); err != nil && !isNotFound(err) {
-			errs = append(errs, fmt.Errorf("firewall: gc network %s: %w", n.Name, err))
-		}
+	if len(valid) == 0 {
+		errs = append(errs, f.gcNetwork(n.Name))
 	}
 	return errors.Join(errs...)
+}
+
+// gcNetwork removes the network-level elements of a network left without
+// attachments, as its record says they were made. A network without a
+// record (another network took its subnets over, or the table was
+// flushed) owns none: elements of its subnets may be the new owner's.
+func (f *Firewall) gcNetwork(name string) error {
+	rules := dumpRulesReq(inetTable, chainNetworks)
+	if err := f.q.exchange(rules); err != nil {
+		return fmt.Errorf("firewall: gc network %s: %w", name, err)
+	}
+	for _, rec := range parseNetworks(rules.ruleComments()) {
+		if rec.Name != name || len(rec.Subnets) == 0 {
+			continue
+		}
+		tx := &txn{}
+		queueNetwork(tx, networkAsserts(rec, true))
+		if err := f.commit(tx); err != nil && !isNotFound(err) {
+			return fmt.Errorf("firewall: gc network %s: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // gcUnrecorded removes the guard elements of attachments of network that

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -559,6 +560,13 @@ func nwTakeOver(t *testing.T, tc nwTakeOverCase, kill bool) {
 	nwAssertIsolated(t, cc, cb, hostPort)
 
 	nwRefused(t, a, "a2", nwQuoted(b), nwCIDR(t, tc.subnets[0]))
+	// A runtime's GC of A, which has no valid attachment left, must not
+	// take the network-level elements B now relies on.
+	if err := f.host.CNI.GCNetworkList(context.Background(), a.conf(), &libcni.GCArgs{}); err != nil {
+		t.Fatalf("GC of network %q: %v", a.name, err)
+	}
+	nwAssertServes(t, f.host, up, cb, hostPort)
+	nwAssertIsolated(t, cc, cb, hostPort)
 	if kill {
 		// The runtime's late DEL of the dead container must not disturb B.
 		a.mustDel(ca)

@@ -59,6 +59,7 @@ func Add(args *skel.CmdArgs) (err error) {
 	if err := own.claim(n, im.cfg, nil); err != nil {
 		return err
 	}
+	t.step("owner")
 	if im.builtin() {
 		if err := restoreReservations(n, im.cfg); err != nil {
 			return err

@@ -109,6 +109,16 @@ func ParseConfig(stdin []byte, cniArgs string) (*Config, error) {
 	return cfg, nil
 }
 
+// DataDir is the validated ipam.dataDir of a network config (host-local's
+// default when unset), read as DEL reads it: nothing else is checked.
+func DataDir(stdin []byte) (string, error) {
+	cfg, _, err := parseStoreConfig(stdin)
+	if err != nil {
+		return "", err
+	}
+	return cfg.DataDir, nil
+}
+
 // parseStoreConfig reads only what locating the store needs. DEL and GC use
 // it so they keep working after the ranges were edited or broken.
 func parseStoreConfig(stdin []byte) (*Config, *rawNet, error) {

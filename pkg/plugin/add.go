@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nswire/nswire/pkg/config"
+	"github.com/nswire/nswire/pkg/intent"
 	"github.com/nswire/nswire/pkg/link"
 	"github.com/nswire/nswire/pkg/netns"
 	"github.com/nswire/nswire/pkg/shaping"
@@ -81,7 +82,7 @@ func Add(args *skel.CmdArgs) (err error) {
 	if err := wire(n, args, cns, p, res, &undo, t); err != nil {
 		return err
 	}
-	if err := protect(n, args, p, res, &undo); err != nil {
+	if err := protect(n, args, p, res, &undo, intentDir(n, im.cfg)); err != nil {
 		return err
 	}
 	t.step("firewall")
@@ -133,8 +134,9 @@ func wire(n *config.Net, args *skel.CmdArgs, cns *netns.NS, p *plan, res *curren
 }
 
 // protect installs the attachment's firewall elements (masquerade,
-// published ports, isolation, anti-spoofing) and its bandwidth shaping.
-func protect(n *config.Net, args *skel.CmdArgs, p *plan, res *current.Result, undo *rollback) error {
+// published ports, isolation, anti-spoofing) and its bandwidth shaping,
+// and records them in its intent file (pkg/intent) for nswire-restore.
+func protect(n *config.Net, args *skel.CmdArgs, p *plan, res *current.Result, undo *rollback, intents string) error {
 	a := fwAttachment(n, args.ContainerID, args.IfName, p.hostName, res)
 	fw, err := openFirewall()
 	if err != nil {
@@ -146,12 +148,17 @@ func protect(n *config.Net, args *skel.CmdArgs, p *plan, res *current.Result, un
 		return err
 	}
 	undo.push(func() error { return delFirewall(a) })
-	if l := limits(n); !l.IsZero() {
+	l := limits(n)
+	if !l.IsZero() {
 		if err := shaping.Apply(nil, p.hostName, l); err != nil {
 			return err
 		}
 		undo.push(func() error { return shaping.Remove(nil, p.hostName) })
 	}
+	if err := intent.Save(intents, intent.Of(a, l)); err != nil {
+		return types.NewError(types.ErrIOFailure, err.Error(), "")
+	}
+	undo.push(func() error { return intent.Remove(intents, n.Name, args.ContainerID, args.IfName) })
 	return nil
 }
 

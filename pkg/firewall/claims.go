@@ -4,7 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // The networks that made attachments on this host, each with what it
@@ -20,6 +24,49 @@ import (
 // reboot, a deleted namespace, a flushed table) and are per network
 // namespace. pkg/plugin decides who owns what; this file only stores it.
 const chainNetworks = "networks"
+
+// NetworksLockPath is the host-wide lock over the records: held shared by
+// every ADD until it ends, exclusively by whoever changes the records
+// (pkg/plugin's owner.go, nswire-restore). One file for the whole host,
+// whatever the network namespace: an exclusive hold elsewhere only delays.
+const NetworksLockPath = "/run/nswire/networks.lock"
+
+// NetworksLock is a hold on NetworksLockPath; the kernel drops it when
+// the file is closed, or the process dies.
+type NetworksLock struct{ f *os.File }
+
+// LockNetworks waits for the lock, exclusive or shared.
+func LockNetworks(exclusive bool) (*NetworksLock, error) {
+	how := unix.LOCK_SH
+	if exclusive {
+		how = unix.LOCK_EX
+	}
+	if err := os.MkdirAll(filepath.Dir(NetworksLockPath), 0o755); err != nil {
+		return nil, fmt.Errorf("network lock: %w", err)
+	}
+	f, err := os.OpenFile(NetworksLockPath, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("network lock: %w", err)
+	}
+	for {
+		err = unix.Flock(int(f.Fd()), how)
+		if !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("network lock %s: %w", NetworksLockPath, err)
+	}
+	return &NetworksLock{f: f}, nil
+}
+
+// Release lets go of the lock; nil-safe.
+func (l *NetworksLock) Release() {
+	if l != nil {
+		l.f.Close()
+	}
+}
 
 // Flags of a network record.
 const (
@@ -55,7 +102,7 @@ func (f *Firewall) Networks() ([]Network, error) {
 }
 
 // SetNetworks replaces the recorded networks with nets in one
-// transaction. The caller holds the host's network lock exclusively.
+// transaction. The caller holds LockNetworks exclusively.
 func (f *Firewall) SetNetworks(nets []Network) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -1,17 +1,13 @@
 package plugin
 
 import (
-	"errors"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"golang.org/x/sys/unix"
 
 	"github.com/nswire/nswire/pkg/config"
 	"github.com/nswire/nswire/pkg/firewall"
@@ -41,40 +37,9 @@ import (
 // exists (link.AttachedPort): a container that died without DEL took its
 // veth pair with its namespace, and a plugin killed at any instant leaves
 // records and lock consistent (one transaction; the lock dies with it).
-const networksLock = "/run/nswire/networks.lock"
-
-// hostLock is a hold on networksLock; closing the file releases it.
-type hostLock struct{ f *os.File }
-
-func lockNetworks(how int) (*hostLock, error) {
-	if err := os.MkdirAll(filepath.Dir(networksLock), 0o755); err != nil {
-		return nil, fmt.Errorf("network lock: %w", err)
-	}
-	f, err := os.OpenFile(networksLock, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("network lock: %w", err)
-	}
-	for {
-		err = unix.Flock(int(f.Fd()), how)
-		if !errors.Is(err, unix.EINTR) {
-			break
-		}
-	}
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("network lock %s: %w", networksLock, err)
-	}
-	return &hostLock{f: f}, nil
-}
-
-func (l *hostLock) release() {
-	if l != nil {
-		l.f.Close()
-	}
-}
 
 // owner is ADD's claim on its network's subnets, held until ADD ends.
-type owner struct{ lock *hostLock }
+type owner struct{ lock *firewall.NetworksLock }
 
 // claim makes the network the owner of its subnets, once per ADD. The
 // subnets come from the host-local style ipam section when there is one
@@ -99,7 +64,7 @@ func (o *owner) claim(n *config.Net, cfg *ipam.Config, res *current.Result) erro
 }
 
 func (o *owner) release() {
-	o.lock.release()
+	o.lock.Release()
 	o.lock = nil
 }
 
@@ -115,14 +80,14 @@ func resultSubnets(res *current.Result) []*net.IPNet {
 // they do not, it settles them under the exclusive lock and reads again:
 // the exclusive hold is never kept while an ADD wires, so the first ADDs of
 // a new network do not queue behind each other.
-func claim(want firewall.Network, grow bool) (*hostLock, error) {
+func claim(want firewall.Network, grow bool) (*firewall.NetworksLock, error) {
 	fw, err := openFirewall()
 	if err != nil {
 		return nil, err
 	}
 	defer fw.Close()
 	for range 3 {
-		l, err := lockNetworks(unix.LOCK_SH)
+		l, err := firewall.LockNetworks(false)
 		if err != nil {
 			return nil, err
 		}
@@ -132,15 +97,15 @@ func claim(want firewall.Network, grow bool) (*hostLock, error) {
 				return l, nil
 			}
 		}
-		l.release()
+		l.Release()
 		if err != nil {
 			return nil, err
 		}
-		if l, err = lockNetworks(unix.LOCK_EX); err != nil {
+		if l, err = firewall.LockNetworks(true); err != nil {
 			return nil, err
 		}
 		err = settle(fw, want, grow)
-		l.release()
+		l.Release()
 		if err != nil {
 			return nil, err
 		}

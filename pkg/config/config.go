@@ -11,11 +11,11 @@ import (
 	"math"
 	"net"
 	"net/netip"
-	"regexp"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
+	"github.com/nswire/nswire/pkg/ident"
 )
 
 // Modes of wiring the host end of the veth.
@@ -218,12 +218,10 @@ func argValue(cniArgs, key string) string {
 	return ""
 }
 
-var netNameRe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`)
-
 // Validate checks every setting of the network and cross-field rule.
 func (n *Net) Validate() error {
-	if !netNameRe.MatchString(n.Name) || len(n.Name) > 100 {
-		return invalid("name", "%q is not a valid network name (letters, digits, '_', '.', '-'; at most 100)", n.Name)
+	if err := ident.CheckNetworkName(n.Name); err != nil {
+		return invalid("name", "%q is not a valid network name: %v", n.Name, err)
 	}
 	switch n.Mode {
 	case ModeBridge:

@@ -50,7 +50,7 @@ func checkLoad(t *testing.T, stdin []byte, cniArgs string) {
 // checkNet asserts what every accepted config guarantees the handlers.
 func checkNet(t *testing.T, n *Net) {
 	t.Helper()
-	if !netNameRe.MatchString(n.Name) || len(n.Name) > 100 || strings.ContainsAny(n.Name, "/\x00") || n.Name == ".." {
+	if !regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.\-]{0,99}$`).MatchString(n.Name) || strings.ContainsAny(n.Name, "/\x00") || n.Name == ".." {
 		t.Fatalf("accepted network name %q", n.Name)
 	}
 	switch n.Mode {

@@ -10,6 +10,8 @@ package ident
 import (
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"hash/fnv"
 )
 
@@ -50,4 +52,34 @@ func fmix64(k uint64) uint64 {
 func Hex(n int, parts ...string) string {
 	sum := Sum(parts...)
 	return hex.EncodeToString(sum[:])[:n]
+}
+
+// MaxNetworkName bounds a network name: it becomes a path element (IPAM),
+// part of a host veth's ifalias (255 bytes, with a container ID) and of
+// nftables comments (at most 256 bytes).
+const MaxNetworkName = 100
+
+// CheckNetworkName applies the grammar of CheckName and MaxNetworkName.
+// Both plugins validate names with it, so a name one accepts the other
+// does too.
+func CheckNetworkName(name string) error { return CheckName(name, MaxNetworkName) }
+
+// CheckName applies the CNI spec's grammar for network names,
+// [a-zA-Z0-9][a-zA-Z0-9_.-]*, which rules out "..", "/" and control
+// characters (the name is safe as a file name), and a length limit.
+func CheckName(s string, max int) error {
+	if s == "" {
+		return errors.New("empty")
+	}
+	if len(s) > max {
+		return fmt.Errorf("longer than %d bytes", max)
+	}
+	for i, c := range []byte(s) {
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if alnum || i > 0 && (c == '-' || c == '_' || c == '.') {
+			continue
+		}
+		return errors.New("must match [a-zA-Z0-9][a-zA-Z0-9_.-]*")
+	}
+	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/nswire/nswire/pkg/ident"
 	"golang.org/x/sys/unix"
 )
 
@@ -25,7 +26,7 @@ func encodeOwner(a Attachment) []byte {
 // an empty file left by a torn host-local write, is corrupt.
 func decodeOwner(data []byte) (Attachment, error) {
 	id, ifname, two := strings.Cut(strings.TrimSpace(string(data)), lineBreak)
-	if checkToken(id, maxIDLen) != nil {
+	if ident.CheckName(id, maxIDLen) != nil {
 		return Attachment{}, fmt.Errorf("bad container ID %q", id)
 	}
 	if two && validIfName(ifname) != nil {

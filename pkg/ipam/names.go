@@ -3,19 +3,19 @@ package ipam
 import (
 	"path/filepath"
 	"strings"
+
+	"github.com/nswire/nswire/pkg/ident"
 )
 
 const (
-	maxNameLen   = 253 // network names end up as one path element
 	maxIDLen     = 1024
 	maxIfNameLen = 15 // IFNAMSIZ - 1
 )
 
-// validNetworkName follows the CNI spec's network name grammar
-// ([a-zA-Z0-9][a-zA-Z0-9_.-]*), which rules out "..", "/" and control
-// characters, so the name is safe as a directory name.
+// validNetworkName is nswire's one rule for network names (the main
+// plugin applies it too), which makes the name safe as a directory name.
 func validNetworkName(name string) error {
-	if err := checkToken(name, maxNameLen); err != nil {
+	if err := ident.CheckNetworkName(name); err != nil {
 		return configError("name", "%q: %s", name, err.Error())
 	}
 	return nil
@@ -24,7 +24,7 @@ func validNetworkName(name string) error {
 // validContainerID applies the same grammar to CNI_CONTAINERID: it is
 // written into reservation files whose line structure must not be forged.
 func validContainerID(id string) error {
-	if err := checkToken(id, maxIDLen); err != nil {
+	if err := ident.CheckName(id, maxIDLen); err != nil {
 		return envError("CNI_CONTAINERID", "%q: %s", id, err.Error())
 	}
 	return nil
@@ -44,27 +44,6 @@ func validIfName(name string) error {
 		if c <= ' ' || c >= 0x7f || c == '/' || c == ':' {
 			return envError("CNI_IFNAME", "%q contains a forbidden character", name)
 		}
-	}
-	return nil
-}
-
-type tokenError string
-
-func (e tokenError) Error() string { return string(e) }
-
-func checkToken(s string, max int) error {
-	if s == "" {
-		return tokenError("empty")
-	}
-	if len(s) > max {
-		return tokenError("too long")
-	}
-	for i, c := range []byte(s) {
-		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
-		if alnum || i > 0 && (c == '-' || c == '_' || c == '.') {
-			continue
-		}
-		return tokenError("must match [a-zA-Z0-9][a-zA-Z0-9_.-]*")
 	}
 	return nil
 }

@@ -9,8 +9,19 @@ import (
 	"github.com/google/nftables"
 )
 
+// Mismatch is what Check found different from what Add made. Any other
+// error of Check means the tables could not be read, which says nothing
+// about the attachment.
+type Mismatch struct{ Msg string }
+
+func (m *Mismatch) Error() string { return m.Msg }
+
+func mismatch(format string, args ...any) error {
+	return &Mismatch{Msg: "firewall: " + fmt.Sprintf(format, args...)}
+}
+
 // Check verifies that every object of the attachment is present and as Add
-// made it, and names the first one that is not.
+// made it, and names the first one that is not (a *Mismatch).
 func (f *Firewall) Check(a *Attachment) error {
 	if err := validateAttachment(a); err != nil {
 		return err
@@ -36,7 +47,7 @@ func (f *Firewall) Check(a *Attachment) error {
 	}
 	st, err := f.readState(nm, readOpts{extra: extra, speculate: true})
 	if err != nil {
-		return err
+		return fmt.Errorf("firewall: check %s: %w", nm.owner, err)
 	}
 	if err := checkBaseChains(base); err != nil {
 		return err
@@ -89,10 +100,10 @@ func checkBaseChains(base []baseChainProbe) error {
 	for _, b := range base {
 		ok, err := b.r.exists()
 		if err != nil {
-			return err
+			return fmt.Errorf("firewall: get chain %s of table %s %s: %w", b.ch, familyName(b.t), TableName, err)
 		}
 		if !ok {
-			return fmt.Errorf("firewall: nftables chain %s of table %s %s is missing", b.ch, familyName(b.t), TableName)
+			return mismatch("nftables chain %s of table %s %s is missing", b.ch, familyName(b.t), TableName)
 		}
 	}
 	return nil
@@ -104,21 +115,21 @@ func checkPorts(nm names, st *state, keys []portKey, elems []*request) error {
 	for i, k := range keys {
 		e, err := elems[i].elem()
 		if err != nil {
-			return err
+			return fmt.Errorf("firewall: published %s of %s: get element of map %s: %w", k, nm.owner, k.set(), err)
 		}
 		switch {
 		case !e.found:
-			return fmt.Errorf("firewall: published %s of %s: element missing from map %s", k, nm.owner, k.set())
+			return mismatch("published %s of %s: element missing from map %s", k, nm.owner, k.set())
 		case !bytes.Equal(e.data, k.data()) || e.comment != nm.owner:
-			return fmt.Errorf("firewall: published %s of %s: map %s holds another translation (owner %q)", k, nm.owner, k.set(), e.comment)
+			return mismatch("published %s of %s: map %s holds another translation (owner %q)", k, nm.owner, k.set(), e.comment)
 		}
 		if !slices.Contains(st.records, k.record()) {
-			return fmt.Errorf("firewall: published %s of %s: record %q missing from chain %s", k, nm.owner, k.record(), nm.att)
+			return mismatch("published %s of %s: record %q missing from chain %s", k, nm.owner, k.record(), nm.att)
 		}
 	}
 	for _, r := range st.records {
 		if !slices.ContainsFunc(keys, func(k portKey) bool { return k.record() == r }) {
-			return fmt.Errorf("firewall: chain %s of %s has unexpected rule %q", nm.att, nm.owner, r)
+			return mismatch("chain %s of %s has unexpected rule %q", nm.att, nm.owner, r)
 		}
 	}
 	return nil
@@ -131,7 +142,7 @@ func checkGuard(a *Attachment, nm names, st *state, probes []guardProbe) error {
 	for _, p := range probes {
 		e, err := p.r.elem()
 		if err != nil {
-			return err
+			return fmt.Errorf("firewall: anti-spoofing for %s: get element of set %s %s %s: %w", nm.owner, familyName(t), TableName, p.set, err)
 		}
 		what := map[bool]string{true: "missing", false: "unexpected"}[p.want]
 		if e.found && p.comment != "" && e.comment != p.comment {
@@ -139,12 +150,12 @@ func checkGuard(a *Attachment, nm names, st *state, probes []guardProbe) error {
 		} else if e.found == p.want {
 			continue
 		}
-		return fmt.Errorf("firewall: anti-spoofing for %s: element %s of set %s %s %s is %s",
+		return mismatch("anti-spoofing for %s: element %s of set %s %s %s is %s",
 			nm.owner, keyString(p.element), familyName(t), TableName, p.set, what)
 	}
 	got, want := st.guardIn[t], specOf(a, nm.owner).record()
 	if !slices.Equal(got, want) {
-		return fmt.Errorf("firewall: anti-spoofing record chain %s of %s holds %q, want %q", nm.guard, nm.owner, got, want)
+		return mismatch("anti-spoofing record chain %s of %s holds %q, want %q", nm.guard, nm.owner, got, want)
 	}
 	return nil
 }
@@ -161,9 +172,4 @@ func keyString(e element) string {
 	return h
 }
 
-func familyName(t *nftables.Table) string {
-	if t.Family == nftables.TableFamilyBridge {
-		return "bridge"
-	}
-	return "inet"
-}
+func familyName(t *nftables.Table) string { return famName(t.Family) }

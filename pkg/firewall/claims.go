@@ -107,6 +107,7 @@ func (f *Firewall) SetNetworks(nets []Network) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	tx := &txn{}
+	tx.addChain(inetTable, chainNetworks) // a no-op unless deleted by hand
 	tx.flushChain(inetTable, chainNetworks)
 	for _, n := range nets {
 		for _, note := range networkRecord(n) {

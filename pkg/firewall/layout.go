@@ -104,9 +104,37 @@ func (f *Firewall) rebuild(probes []*stampProbe) error {
 		return fmt.Errorf("delete nftables tables of another layout: %w", err)
 	}
 	if err := f.createTables(tables); err != nil && !errors.Is(err, unix.EEXIST) {
-		return fmt.Errorf("create nftables table %s: %w", TableName, err)
+		return createError(err)
 	}
 	return errRebuilt
+}
+
+// ErrKernelFeature marks a table creation the kernel refused for want of
+// a feature: a module not loaded (and not loadable), or not built.
+var ErrKernelFeature = errors.New("the kernel lacks a feature nswire's firewall uses")
+
+// nftModules are the modules behind the expressions and chain types of the
+// tables, beyond nf_tables itself (see skeleton.go).
+const nftModules = "nf_tables nft_chain_nat nft_nat nft_masq nft_ct nft_fib_inet"
+
+// createError explains a failed table creation. google/nftables reports
+// one error per message: the first errno stands for all of them. A
+// creation that references an expression, chain type or set type the
+// kernel lacks gets ENOENT (expression, chain type) or EOPNOTSUPP (set
+// type); EAFNOSUPPORT means a table family is not built. That errno is
+// named, not wrapped: an ENOENT would send the callers, which retry on
+// ENOENT, rebuilding three times.
+func createError(err error) error {
+	var errno unix.Errno
+	if !errors.As(err, &errno) {
+		return fmt.Errorf("create nftables tables %s: %w", TableName, err)
+	}
+	switch errno {
+	case unix.ENOENT, unix.EOPNOTSUPP, unix.EAFNOSUPPORT:
+		return fmt.Errorf("create nftables tables %s (the kernel answered %q): %w: modprobe -a %s; concatenated interval sets need Linux 5.6 or later, the bridge table a kernel built with CONFIG_NF_TABLES_BRIDGE",
+			TableName, errno.Error(), ErrKernelFeature, nftModules)
+	}
+	return fmt.Errorf("create nftables tables %s: %w", TableName, errno)
 }
 
 // createTables creates tables as this layout makes them, in one

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -57,6 +59,7 @@ type request struct {
 
 	seq  uint32
 	done bool
+	intr bool    // a reply of the dump carried NLM_F_DUMP_INTR
 	msgs []nlMsg // data replies (owned copies)
 	err  error   // errno of an NLMSG_ERROR or NLMSG_DONE reply
 }
@@ -193,10 +196,31 @@ func errnoOf(data []byte) error {
 	return nil
 }
 
+// dumpAttempts bounds the rounds re-sent because the kernel flagged a
+// dump inconsistent: the ruleset changed while it was read.
+const dumpAttempts = 10
+
+// ErrDumpInterrupted means a listing was inconsistent every time it was
+// read (NLM_F_DUMP_INTR): other processes kept changing the tables.
+var ErrDumpInterrupted = errors.New("nftables listing interrupted by concurrent changes")
+
 // exchange sends reqs in one sendmsg and reads until each is answered. At
 // most one request may be a dump (a second one would get EBUSY while the
-// first is still running).
+// first is still running). A round with an interrupted dump is sent again:
+// its requests are all reads.
 func (n *nlConn) exchange(reqs ...*request) error {
+	for range dumpAttempts {
+		if err := n.exchangeOnce(reqs); err != nil {
+			return err
+		}
+		if !slices.ContainsFunc(reqs, func(r *request) bool { return r.intr }) {
+			return nil
+		}
+	}
+	return ErrDumpInterrupted
+}
+
+func (n *nlConn) exchangeOnce(reqs []*request) error {
 	var b []byte
 	bySeq := make(map[uint32]*request, len(reqs))
 	for _, r := range reqs {
@@ -208,7 +232,7 @@ func (n *nlConn) exchange(reqs ...*request) error {
 		if r.dump {
 			flags |= unix.NLM_F_DUMP
 		}
-		r.seq, r.done, r.msgs, r.err = n.nextSeq(), false, nil, nil
+		r.seq, r.done, r.intr, r.msgs, r.err = n.nextSeq(), false, false, nil, nil
 		bySeq[r.seq] = r
 		hdr := []byte{byte(r.fam), unix.NFNETLINK_V0, 0, 0}
 		b = appendMsg(b, uint16(unix.NFNL_SUBSYS_NFTABLES<<8)|r.typ, flags, r.seq, append(hdr, data...))
@@ -218,15 +242,18 @@ func (n *nlConn) exchange(reqs ...*request) error {
 	}
 	pending := len(reqs)
 	for pending > 0 {
+		refused := false
 		err := n.recv(false, func(m nlMsg) {
 			r := bySeq[m.seq]
 			if r == nil || r.done {
 				return // a stale reply of an interrupted exchange
 			}
+			r.intr = r.intr || m.flags&unix.NLM_F_DUMP_INTR != 0
 			switch {
 			case m.typ == unix.NLMSG_ERROR || m.typ == unix.NLMSG_DONE:
 				r.err = errnoOf(m.data)
 				r.done = true
+				refused = refused || r.err == unix.EPERM
 			case m.typ == unix.NLMSG_NOOP:
 			default:
 				r.msgs = append(r.msgs, nlMsg{typ: m.typ, flags: m.flags, seq: m.seq, data: append([]byte(nil), m.data...)})
@@ -241,30 +268,37 @@ func (n *nlConn) exchange(reqs ...*request) error {
 		if err != nil {
 			return err
 		}
+		if refused {
+			return errRefused
+		}
 	}
 	return nil
 }
 
+// errRefused is the answer to a process without CAP_NET_ADMIN. The kernel
+// checks it once per sendmsg (nfnetlink_rcv): it answers the first message
+// with EPERM and drops the others unanswered, so nothing else will come.
+var errRefused = fmt.Errorf("nftables request refused without CAP_NET_ADMIN: %w", unix.EPERM)
+
 // batch sends one nftables transaction (BEGIN, msgs, END) acknowledged on
-// its last message only, and returns the errors the kernel reported,
-// joined.
+// its last message only, and returns the errors the kernel reported: each
+// errno once, with the first message that got it (see batchError).
 func (n *nlConn) batch(msgs []txnMsg) error {
 	if len(msgs) == 0 {
 		return nil
 	}
 	subsys := []byte{0, unix.NFNETLINK_V0, 0, unix.NFNL_SUBSYS_NFTABLES} // res_id, big endian
+	if n.seq >= 1<<31-uint32(len(msgs))-2 {
+		n.seq = 0 // the batch's sequence numbers must not wrap: see batchErrors
+	}
 	b := appendMsg(nil, unix.NFNL_MSG_BATCH_BEGIN, unix.NLM_F_REQUEST, n.nextSeq(), subsys)
-	first, last := uint32(0), uint32(0)
+	first := n.seq + 1
 	for i, m := range msgs {
 		flags := unix.NLM_F_REQUEST | m.flags
 		if i == len(msgs)-1 {
 			flags |= unix.NLM_F_ACK
 		}
 		seq := n.nextSeq()
-		if i == 0 {
-			first = seq
-		}
-		last = seq
 		hdr := []byte{byte(m.fam), unix.NFNETLINK_V0, 0, 0}
 		b = appendMsg(b, uint16(unix.NFNL_SUBSYS_NFTABLES<<8)|m.typ, flags, seq, append(hdr, m.data...))
 	}
@@ -272,24 +306,32 @@ func (n *nlConn) batch(msgs []txnMsg) error {
 	if err := n.send(b); err != nil {
 		return err
 	}
-	return n.batchErrors(first, last)
+	return n.batchErrors(msgs, first)
 }
 
-// batchErrors reads the replies of a batch whose messages have sequence
-// numbers first..last. Everything is queued once send returns: it reads
-// until the ack of the last message, or until the queue is empty (a
-// batch-level error such as ENOMEM may come without it).
-func (n *nlConn) batchErrors(first, last uint32) error {
-	var errs []error
+// batchErrors reads the replies of a batch whose messages msgs have
+// sequence numbers from first on. Everything is queued once send returns:
+// it reads until the ack of the last message, or until the queue is empty
+// (a batch-level error such as ENOMEM may come without it).
+func (n *nlConn) batchErrors(msgs []txnMsg, first uint32) error {
+	last := first + uint32(len(msgs)) - 1
+	var errs batchErrs
 	acked, seen := false, false
 	for !acked {
 		err := n.recv(seen, func(m nlMsg) {
-			if m.seq < first || m.seq > last+1 || m.typ != unix.NLMSG_ERROR {
+			if m.seq < first-1 || m.seq > last+1 || m.typ != unix.NLMSG_ERROR {
 				return
 			}
 			seen = true
-			if e := errnoOf(m.data); e != nil {
-				errs = append(errs, e)
+			e, _ := errnoOf(m.data).(unix.Errno)
+			switch {
+			case m.seq == first-1:
+				// The batch was refused as a whole (nfnetlink_rcv:
+				// CAP_NET_ADMIN), on its BEGIN message: nothing follows.
+				errs.add(e, msgs, -1)
+				acked = true
+			case e != 0:
+				errs.add(e, msgs, int(m.seq-first))
 			}
 			if m.seq == last {
 				acked = true
@@ -302,5 +344,97 @@ func (n *nlConn) batchErrors(first, last uint32) error {
 			return err
 		}
 	}
+	return errs.join()
+}
+
+// batchError is one errno the kernel gave in a transaction. A transaction
+// that fails, fails the same way for many of its messages (one "file
+// exists" per element in the way): the errno is reported once, with the
+// first message that got it and how many others did.
+type batchError struct {
+	errno unix.Errno
+	what  string // the first message that failed with errno
+	more  int    // how many other messages did
+}
+
+func (e *batchError) Error() string {
+	s := e.what + ": " + e.errno.Error()
+	if e.more > 0 {
+		s += fmt.Sprintf(" (and %d more)", e.more)
+	}
+	return s
+}
+
+func (e *batchError) Unwrap() error { return e.errno }
+
+// batchErrs collects a transaction's errors, one per errno, in the order
+// the kernel reported them.
+type batchErrs []*batchError
+
+// add records errno for message i of msgs (-1: the batch's BEGIN, where
+// the kernel refuses a whole batch; len(msgs): its END, where it reports a
+// failed commit).
+func (b *batchErrs) add(errno unix.Errno, msgs []txnMsg, i int) {
+	for _, e := range *b {
+		if e.errno == errno {
+			e.more++
+			return
+		}
+	}
+	what := "commit"
+	switch {
+	case i < 0:
+		what = "begin a transaction"
+	case i < len(msgs):
+		what = msgs[i].describe()
+	}
+	*b = append(*b, &batchError{errno: errno, what: what})
+}
+
+func (b batchErrs) join() error {
+	errs := make([]error, len(b))
+	for i, e := range b {
+		errs[i] = e
+	}
 	return errors.Join(errs...)
+}
+
+// describe names what a transaction message does and to which object,
+// such as "add elements to set inet nswire nets4", so that a kernel error
+// names the object it is about.
+func (m txnMsg) describe() string {
+	names := map[uint16]string{}
+	if attrs, err := netlink.UnmarshalAttributes(m.data); err == nil {
+		for _, a := range attrs {
+			names[a.Type&^unix.NLA_F_NESTED] = strings.TrimRight(string(a.Data), "\x00")
+		}
+	}
+	// Every message type names its table in attribute 1 (NFTA_*_TABLE).
+	obj := func(kind string, nameAttr uint16) string {
+		return fmt.Sprintf("%s %s %s %s", kind, famName(m.fam), names[1], names[nameAttr])
+	}
+	switch m.typ {
+	case unix.NFT_MSG_NEWSETELEM:
+		return "add elements to " + obj("set", unix.NFTA_SET_ELEM_LIST_SET)
+	case unix.NFT_MSG_DELSETELEM:
+		return "delete elements from " + obj("set", unix.NFTA_SET_ELEM_LIST_SET)
+	case unix.NFT_MSG_NEWCHAIN:
+		return "add " + obj("chain", unix.NFTA_CHAIN_NAME)
+	case unix.NFT_MSG_DELCHAIN:
+		return "delete " + obj("chain", unix.NFTA_CHAIN_NAME)
+	case unix.NFT_MSG_NEWRULE:
+		return "add a rule to " + obj("chain", unix.NFTA_RULE_CHAIN)
+	case unix.NFT_MSG_DELRULE:
+		return "flush " + obj("chain", unix.NFTA_RULE_CHAIN)
+	case unix.NFT_MSG_DELTABLE:
+		return fmt.Sprintf("delete table %s %s", famName(m.fam), TableName)
+	}
+	return fmt.Sprintf("nftables message %d", m.typ)
+}
+
+func famName(f nftables.TableFamily) string {
+	if f == nftables.TableFamilyBridge {
+		return "bridge"
+	}
+	return "inet"
 }

@@ -53,7 +53,7 @@ func configureBridge(br *netlink.Bridge, conf devConf, s BridgeSpec) error {
 	}
 	for _, gw := range missing {
 		if err := addAddr(netlink.AddrAdd, br, gw); err != nil {
-			return fmt.Errorf("add gateway %s to bridge %q: %w", gw, br.Name, err)
+			return hostAddrError(err, gw, fmt.Sprintf("bridge %q", br.Name), br.Name)
 		}
 	}
 	if hasV4(s.Gateways) {
@@ -122,6 +122,9 @@ func createBridge(s BridgeSpec) (*netlink.Bridge, devConf, bool, error) {
 	attrs.HardwareAddr = bridgeMAC(s.Name)
 	br := &netlink.Bridge{LinkAttrs: attrs}
 	err := netlink.LinkAdd(br)
+	if errors.Is(err, unix.EOPNOTSUPP) {
+		return nil, devConf{}, false, FeatureError(fmt.Sprintf("create bridge %q", s.Name), "bridge", err)
+	}
 	if err != nil && !errors.Is(err, unix.EEXIST) {
 		return nil, devConf{}, false, fmt.Errorf("create bridge %q: %w", s.Name, err)
 	}
@@ -130,7 +133,7 @@ func createBridge(s BridgeSpec) (*netlink.Bridge, devConf, bool, error) {
 	// the kernel's view (index, flags, settings).
 	got, conf, err := bridgeByName(s.Name)
 	if err == nil && got == nil {
-		err = fmt.Errorf("bridge %q vanished after creation", s.Name)
+		err = fmt.Errorf("bridge %q vanished after creation: %w", s.Name, unix.ENODEV)
 	}
 	return got, conf, created, err
 }

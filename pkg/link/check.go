@@ -1,6 +1,7 @@
 package link
 
 import (
+	"errors"
 	"fmt"
 	"net"
 
@@ -9,6 +10,17 @@ import (
 
 	"github.com/nswire/nswire/pkg/netns"
 )
+
+// Mismatch is what a check found different from what ADD made. Any other
+// error of a check means the kernel could not be asked, which says nothing
+// about the attachment.
+type Mismatch struct{ Msg string }
+
+func (m *Mismatch) Error() string { return m.Msg }
+
+func mismatch(format string, args ...any) error {
+	return &Mismatch{Msg: fmt.Sprintf(format, args...)}
+}
 
 // Expect is what CHECK expects of the container end.
 type Expect struct {
@@ -24,18 +36,21 @@ type Expect struct {
 func CheckContainer(n *netns.NS, e Expect) error {
 	h := n.Handle()
 	l, err := h.LinkByName(e.IfName)
+	if errors.As(err, new(netlink.LinkNotFoundError)) {
+		return mismatch("container interface %q is missing", e.IfName)
+	}
 	if err != nil {
 		return fmt.Errorf("container interface %q: %w", e.IfName, err)
 	}
 	a := l.Attrs()
 	if e.MAC != "" && a.HardwareAddr.String() != e.MAC {
-		return fmt.Errorf("container interface %q has MAC %s, want %s", e.IfName, a.HardwareAddr, e.MAC)
+		return mismatch("container interface %q has MAC %s, want %s", e.IfName, a.HardwareAddr, e.MAC)
 	}
 	if e.MTU != 0 && a.MTU != e.MTU {
-		return fmt.Errorf("container interface %q has MTU %d, want %d", e.IfName, a.MTU, e.MTU)
+		return mismatch("container interface %q has MTU %d, want %d", e.IfName, a.MTU, e.MTU)
 	}
 	if a.Flags&net.FlagUp == 0 {
-		return fmt.Errorf("container interface %q is down", e.IfName)
+		return mismatch("container interface %q is down", e.IfName)
 	}
 	if err := checkAddrs(h, l, e.Addrs); err != nil {
 		return err
@@ -50,7 +65,7 @@ func checkAddrs(h *netlink.Handle, l netlink.Link, want []*net.IPNet) error {
 	}
 	for _, w := range want {
 		if !hasAddr(have, w) {
-			return fmt.Errorf("interface %q lacks address %s", l.Attrs().Name, w)
+			return mismatch("interface %q lacks address %s", l.Attrs().Name, w)
 		}
 	}
 	return nil
@@ -72,7 +87,7 @@ func checkRoutes(h *netlink.Handle, l netlink.Link, want []*types.Route) error {
 	}
 	for _, w := range want {
 		if !hasRoute(have, w) {
-			return fmt.Errorf("interface %q lacks route %s via %s", l.Attrs().Name, w.Dst.String(), w.GW)
+			return mismatch("interface %q lacks route %s via %s", l.Attrs().Name, w.Dst.String(), w.GW)
 		}
 	}
 	return nil
@@ -114,17 +129,20 @@ func family(ip net.IP) int {
 // (masterIndex 0: routed mode, with a host route per container address).
 func CheckHostEnd(name, alias string, masterIndex int, routed []*net.IPNet) error {
 	l, err := OwnedLink(name, alias)
+	if errors.Is(err, ErrNotOwned) {
+		return mismatch("host interface %s", err)
+	}
 	if err != nil {
 		return err
 	}
 	if l == nil {
-		return fmt.Errorf("host interface %q is missing", name)
+		return mismatch("host interface %q is missing", name)
 	}
 	if l.Attrs().Flags&net.FlagUp == 0 {
-		return fmt.Errorf("host interface %q is down", name)
+		return mismatch("host interface %q is down", name)
 	}
 	if l.Attrs().MasterIndex != masterIndex {
-		return fmt.Errorf("host interface %q has master index %d, want %d", name, l.Attrs().MasterIndex, masterIndex)
+		return mismatch("host interface %q has master index %d, want %d", name, l.Attrs().MasterIndex, masterIndex)
 	}
 	want := make([]*types.Route, 0, len(routed))
 	for _, a := range routed {
@@ -136,14 +154,18 @@ func CheckHostEnd(name, alias string, masterIndex int, routed []*net.IPNet) erro
 // CheckBridge verifies the bridge exists, is up and holds the gateways.
 func CheckBridge(name string, gws []*net.IPNet) (*netlink.Bridge, error) {
 	br, _, err := bridgeByName(name)
+	var notBridge *types.Error // the name is another kind of link now
+	if errors.As(err, &notBridge) {
+		return nil, mismatch("%s", notBridge.Msg)
+	}
 	if err != nil {
 		return nil, err
 	}
 	if br == nil {
-		return nil, fmt.Errorf("bridge %q is missing", name)
+		return nil, mismatch("bridge %q is missing", name)
 	}
 	if br.Flags&net.FlagUp == 0 {
-		return nil, fmt.Errorf("bridge %q is down", name)
+		return nil, mismatch("bridge %q is down", name)
 	}
 	return br, checkAddrs(nil, br, gws)
 }

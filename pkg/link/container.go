@@ -42,8 +42,8 @@ func ConfigureContainer(n *netns.NS, s ContainerSpec) (netlink.Link, []*types.Ro
 		return nil, nil, fmt.Errorf("settings of %q: %w", s.IfName, err)
 	}
 	for _, a := range s.Addrs {
-		if err := addAddr(h.AddrAdd, l, a); err != nil {
-			return nil, nil, fmt.Errorf("add %s to %q: %w", a, s.IfName, err)
+		if err := addContainerAddr(n, l, s.IfName, a); err != nil {
+			return nil, nil, err
 		}
 	}
 	if err := h.LinkSetUp(l); err != nil {
@@ -93,6 +93,27 @@ func containerSettings(n *netns.NS, index int, ifName string, v6 bool) error {
 		}
 		return nil
 	})
+}
+
+// addContainerAddr adds a to the container end. An IPv6 address refused
+// because the runtime made the namespace with IPv6 disabled (Docker does
+// for its IPv4-only networks) is added once IPv6 is enabled on this one
+// interface, which the network gives IPv6, as the reference plugins do.
+// Only then: the hot path pays no /proc/sys write for it.
+func addContainerAddr(n *netns.NS, l netlink.Link, ifName string, a *net.IPNet) error {
+	err := addAddr(n.Handle().AddrAdd, l, a)
+	if ipv6Refused(err, a) {
+		err = n.Do(func() error {
+			return os.WriteFile("/proc/sys/net/ipv6/conf/"+ifName+"/disable_ipv6", []byte("0"), 0o644)
+		})
+		if err == nil {
+			err = addAddr(n.Handle().AddrAdd, l, a)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("add %s to %q: %w", a, ifName, err)
+	}
+	return nil
 }
 
 // addRoutes installs the on-link routes, then s.Routes, and returns the

@@ -2,6 +2,9 @@ package link
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -28,7 +31,12 @@ func EnableForwarding(v4, v6 bool) error {
 		}
 	}
 	if v6 {
-		return enableForwarding(unix.AF_INET6, "net/ipv6/conf/all/forwarding")
+		err := enableForwarding(unix.AF_INET6, "net/ipv6/conf/all/forwarding")
+		if errors.Is(err, fs.ErrNotExist) {
+			// No /proc/sys/net/ipv6 at all: booted with ipv6.disable=1.
+			return fmt.Errorf("IPv6 forwarding: %w: %w: IPv6 is off (ipv6.disable=1 on the kernel command line) but the network has IPv6 ranges: remove them, or boot with IPv6", err, ErrKernelFeature)
+		}
+		return err
 	}
 	return nil
 }

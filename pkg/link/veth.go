@@ -103,6 +103,9 @@ func newVeth(s VethSpec) error {
 	peer.AddRtAttr(unix.IFLA_NET_NS_FD, nl.Uint32Attr(uint32(s.PeerNetNSFd)))
 	req.AddData(info)
 	_, err := req.Execute(unix.NETLINK_ROUTE, 0)
+	if errors.Is(err, unix.EOPNOTSUPP) {
+		return FeatureError(fmt.Sprintf("create veth %q", s.HostName), "veth", err)
+	}
 	if err != nil {
 		return fmt.Errorf("create veth %q (peer %q): %w", s.HostName, s.PeerName, err)
 	}

@@ -34,7 +34,7 @@ func Add(args *skel.CmdArgs) (err error) {
 		if err != nil {
 			undoErrs = undo.run()
 		}
-		t.finish(err, undoErrs)
+		err = t.finish(err, undoErrs)
 	}()
 	if err != nil {
 		return err

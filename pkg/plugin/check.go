@@ -1,7 +1,6 @@
 package plugin
 
 import (
-	"errors"
 	"fmt"
 	"net"
 
@@ -16,15 +15,11 @@ import (
 	"github.com/nswire/nswire/pkg/shaping"
 )
 
-// ErrCheckFailed is nswire's code for "CHECK found the attachment differs
-// from what ADD made" (100+ are plugin-specific).
-const ErrCheckFailed uint = 100
-
 // Check compares the kernel with the prevResult ADD returned: IPAM
 // reservation, bridge, host end, container end, addresses and routes.
 func Check(args *skel.CmdArgs) (err error) {
 	t, n, err := start("CHECK", args, loadAll)
-	defer func() { t.finish(err, nil) }()
+	defer func() { err = t.finish(err, nil) }()
 	if err != nil {
 		return err
 	}
@@ -39,12 +34,14 @@ func Check(args *skel.CmdArgs) (err error) {
 		return err
 	}
 	t.step("ipam")
+	// Code 100 only for a difference; a failure to look (a socket, a
+	// permission) says nothing about the attachment and is classified
+	// like any other error by finish.
 	if err := checkKernel(n, args, res); err != nil {
-		var tErr *types.Error
-		if errors.As(err, &tErr) {
-			return err
+		if isMismatch(err) {
+			return types.NewError(ErrCheckFailed, err.Error(), "")
 		}
-		return types.NewError(ErrCheckFailed, err.Error(), "")
+		return err
 	}
 	t.step("kernel")
 	return nil
@@ -98,7 +95,8 @@ func expectation(n *config.Net, args *skel.CmdArgs, res *current.Result) (link.E
 	e := link.Expect{IfName: args.IfName, MTU: n.MTU, Routes: res.Routes}
 	idx, ifc := sandboxInterface(res, args.IfName)
 	if ifc == nil {
-		return e, fmt.Errorf("prevResult has no interface %q in a sandbox", args.IfName)
+		return e, types.NewError(types.ErrInvalidNetworkConfig,
+			fmt.Sprintf("prevResult: no interface %q with a sandbox (CNI_IFNAME)", args.IfName), "")
 	}
 	e.MAC = ifc.Mac
 	if ifc.Mtu != 0 {

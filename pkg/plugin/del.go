@@ -14,7 +14,7 @@ import (
 // whatever the others did; only real failures are reported.
 func Del(args *skel.CmdArgs) (err error) {
 	t, n, err := start("DEL", args, loadNetwork)
-	defer func() { t.finish(err, nil) }()
+	defer func() { err = t.finish(err, nil) }()
 	if err != nil {
 		return err
 	}

@@ -37,7 +37,7 @@ func execDelegate(verb, typ string, stdin []byte) ([]byte, error) {
 		}
 	}
 	if err != nil {
-		return nil, delegateErr(err, stdout.Bytes(), stderr.Bytes())
+		return nil, delegateErr(path, err, stdout.Bytes(), stderr.Bytes())
 	}
 	return stdout.Bytes(), nil
 }
@@ -65,7 +65,12 @@ func withCommand(env []string, verb string) []string {
 }
 
 // delegateErr turns a failed run into the CNI error the plugin printed.
-func delegateErr(err error, stdout, stderr []byte) error {
+// Without one: a plugin that could not start (not executable here, not a
+// binary for this machine) is a bad CNI_PATH, code 4; one killed by a
+// signal (the OOM killer, a timeout) may succeed when retried, code 11.
+// A plugin that exited without a CNI error failed in a way nswire cannot
+// know: its output goes on, the code stays 999.
+func delegateErr(path string, err error, stdout, stderr []byte) error {
 	var e types.Error
 	if len(stdout) > 0 && json.Unmarshal(stdout, &e) == nil && e.Code != 0 {
 		return &e
@@ -74,5 +79,19 @@ func delegateErr(err error, stdout, stderr []byte) error {
 	if msg == "" {
 		msg = strings.TrimSpace(string(stdout))
 	}
-	return fmt.Errorf("%w: %s", err, msg)
+	var exit *exec.ExitError
+	switch {
+	case !errors.As(err, &exit):
+		return types.NewError(types.ErrInvalidEnvironmentVariables,
+			fmt.Sprintf("CNI_PATH: plugin %s cannot run: %v", path, err), msg)
+	case signaled(exit):
+		return types.NewError(types.ErrTryAgainLater,
+			fmt.Sprintf("plugin %s was killed (%v): retry", path, err), msg)
+	}
+	return fmt.Errorf("plugin %s: %w: %s", path, err, msg)
+}
+
+func signaled(exit *exec.ExitError) bool {
+	ws, ok := exit.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled()
 }

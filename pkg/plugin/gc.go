@@ -19,7 +19,7 @@ import (
 // nswire's marker, or of other networks, are never touched.
 func GC(args *skel.CmdArgs) (err error) {
 	t, n, err := start("GC", args, loadNetwork)
-	defer func() { t.finish(err, nil) }()
+	defer func() { err = t.finish(err, nil) }()
 	if err != nil {
 		return err
 	}

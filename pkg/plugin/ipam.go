@@ -112,5 +112,6 @@ func ipamError(verb, typ string, err error) error {
 	if e, ok := err.(*types.Error); ok {
 		return types.NewError(e.Code, fmt.Sprintf("ipam %q %s: %s", typ, verb, e.Msg), e.Details)
 	}
-	return types.NewError(types.ErrInternal, fmt.Sprintf("ipam %q %s: %v", typ, verb, err), "")
+	// Untyped: the verb's boundary classifies it (errors.go).
+	return fmt.Errorf("ipam %q %s: %w", typ, verb, err)
 }

@@ -30,7 +30,7 @@ func restoreReservations(n *config.Net, cfg *ipam.Config) error {
 	owned, err := fw.Addresses(n.Name)
 	fw.Close()
 	if err != nil {
-		return types.NewError(types.ErrTryAgainLater, "ipam store lost and firewall unreadable", err.Error())
+		return fmt.Errorf("ipam store lost, and reading the addresses of live attachments from the firewall failed: %w", err)
 	}
 	for owner, ips := range owned {
 		if err := reReserve(cfg, owner, ips); err != nil {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/nswire/nswire/pkg/config"
 )
@@ -67,13 +68,17 @@ func (t *trace) step(name string) {
 	t.last = now
 }
 
-func (t *trace) finish(err error, undoErrs []error) {
+// finish ends the verb: it turns err into the CNI error skel will print
+// (cniError), logs the outcome, and returns that error for the verb to
+// return. undoErrs are the failures of ADD's rollback.
+func (t *trace) finish(err error, undoErrs []error) error {
+	err = cniError(t.verb, err)
 	if t.logFile == "" {
-		return
+		return err
 	}
 	f, ferr := os.OpenFile(t.logFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if ferr != nil {
-		return
+		return err
 	}
 	defer f.Close()
 	log := slog.New(slog.NewJSONHandler(f, &slog.HandlerOptions{Level: t.level}))
@@ -81,13 +86,17 @@ func (t *trace) finish(err error, undoErrs []error) {
 		"containerID", t.args.ContainerID, "ifname", t.args.IfName, "netns", t.args.Netns,
 		"network", t.network, "total", time.Since(t.start), slog.Group("steps", t.steps...),
 	}
-	if err != nil {
-		attrs = append(attrs, "error", err.Error())
-		if len(undoErrs) > 0 {
-			attrs = append(attrs, "rollbackErrors", slog.Any("errs", undoErrs))
-		}
-		log.Error(t.verb+" failed", attrs...)
-		return
+	if err == nil {
+		log.Info(t.verb, attrs...)
+		return nil
 	}
-	log.Info(t.verb, attrs...)
+	attrs = append(attrs, "error", err.Error())
+	if e, ok := err.(*types.Error); ok {
+		attrs = append(attrs, "code", e.Code)
+	}
+	if len(undoErrs) > 0 {
+		attrs = append(attrs, "rollbackErrors", slog.Any("errs", undoErrs))
+	}
+	log.Error(t.verb+" failed", attrs...)
+	return err
 }

@@ -99,7 +99,7 @@ func Apply(h *netlink.Handle, hostIf string, l Limits) error {
 	idx := link.Attrs().Index
 	if l.IngressRate > 0 {
 		if err := h.QdiscReplace(tbf(idx, l.IngressRate, l.IngressBurst)); err != nil {
-			return fmt.Errorf("shaping: tbf qdisc on %s: %w", hostIf, err)
+			return tcError("tbf qdisc on "+hostIf, "sch_tbf", err)
 		}
 	} else if err := delRootTbf(h, link); err != nil {
 		return err
@@ -112,10 +112,10 @@ func Apply(h *netlink.Handle, hostIf string, l Limits) error {
 		return err
 	}
 	if err := h.QdiscReplace(tbf(ifb.Attrs().Index, l.EgressRate, l.EgressBurst)); err != nil {
-		return fmt.Errorf("shaping: tbf qdisc on %s: %w", ifb.Attrs().Name, err)
+		return tcError("tbf qdisc on "+ifb.Attrs().Name, "sch_tbf", err)
 	}
 	if err := ensureIngress(h, link); err != nil {
-		return fmt.Errorf("shaping: ingress qdisc on %s: %w", hostIf, err)
+		return tcError("ingress qdisc on "+hostIf, "sch_ingress", err)
 	}
 	filter := &netlink.U32{
 		FilterAttrs: netlink.FilterAttrs{LinkIndex: idx, Parent: netlink.MakeHandle(0xffff, 0),
@@ -126,9 +126,20 @@ func Apply(h *netlink.Handle, hostIf string, l Limits) error {
 			MirredAction: netlink.TCA_EGRESS_REDIR, Ifindex: ifb.Attrs().Index}},
 	}
 	if err := h.FilterReplace(filter); err != nil {
-		return fmt.Errorf("shaping: redirect filter on %s: %w", hostIf, err)
+		return tcError("redirect filter on "+hostIf, "cls_u32 act_mirred", err)
 	}
 	return nil
+}
+
+// tcError names what failed. The kernel answers a qdisc, filter or action
+// kind it does not know with ENOENT, a link kind (ifb) with EOPNOTSUPP:
+// the error then names the modules to load. (A link that vanished would
+// be ENODEV: the links here were just looked up or made.)
+func tcError(what, modules string, err error) error {
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EOPNOTSUPP) {
+		return link.FeatureError("shaping: "+what, modules, err)
+	}
+	return fmt.Errorf("shaping: %s: %w", what, err)
 }
 
 // ensureIngress adds the ingress qdisc unless present (it cannot be
@@ -151,7 +162,8 @@ func ensureIfb(h *netlink.Handle, hostIf string, mtu int) (netlink.Link, error) 
 	l, err := h.LinkByName(name)
 	if err == nil {
 		if !ownedIfb(l, hostIf) {
-			return nil, fmt.Errorf("shaping: interface %s exists and is not nswire's", name)
+			// EEXIST: an object in the way, as the kernel would say.
+			return nil, fmt.Errorf("shaping: interface %s exists and is not nswire's: %w", name, unix.EEXIST)
 		}
 		if l.Attrs().Alias == "" { // half-made by a killed ADD: finish it
 			if err := h.LinkSetAlias(l, aliasPrefix+hostIf); err != nil {
@@ -165,7 +177,7 @@ func ensureIfb(h *netlink.Handle, hostIf string, mtu int) (netlink.Link, error) 
 	}
 	err = h.LinkAdd(&netlink.Ifb{LinkAttrs: netlink.LinkAttrs{Name: name, MTU: mtu, TxQLen: 0, Group: link.OwnerGroup}})
 	if err != nil {
-		return nil, fmt.Errorf("shaping: create ifb %s: %w", name, err)
+		return nil, tcError("create ifb "+name, "ifb", err)
 	}
 	if l, err = h.LinkByName(name); err != nil {
 		return nil, err
@@ -278,10 +290,13 @@ func Remove(h *netlink.Handle, hostIf string) error {
 }
 
 // Check verifies that hostIf is shaped exactly as l asks (and not at all
-// for zero limits), naming the first difference.
+// for zero limits), naming the first difference as a *link.Mismatch.
 func Check(h *netlink.Handle, hostIf string, l Limits) error {
 	h = handle(h)
 	link, err := h.LinkByName(hostIf)
+	if isNotFound(err) {
+		return mismatch("shaping: host interface %s is missing", hostIf)
+	}
 	if err != nil {
 		return fmt.Errorf("shaping: host interface %s: %w", hostIf, err)
 	}
@@ -289,21 +304,23 @@ func Check(h *netlink.Handle, hostIf string, l Limits) error {
 		return err
 	}
 	ifb, err := h.LinkByName(IfbName(hostIf))
-	if l.EgressRate == 0 {
-		if err == nil {
-			return fmt.Errorf("shaping: bandwidth.egressRate is not set but %s shapes %s", ifb.Attrs().Name, hostIf)
-		}
+	switch {
+	case err != nil && !isNotFound(err):
+		return fmt.Errorf("shaping: ifb %s of %s: %w", IfbName(hostIf), hostIf, err)
+	case l.EgressRate == 0 && err == nil:
+		return mismatch("shaping: bandwidth.egressRate is not set but %s shapes %s", ifb.Attrs().Name, hostIf)
+	case l.EgressRate == 0:
 		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("shaping: bandwidth.egressRate: ifb %s of %s: %w", IfbName(hostIf), hostIf, err)
+	case err != nil:
+		return mismatch("shaping: bandwidth.egressRate: ifb %s of %s is missing", IfbName(hostIf), hostIf)
 	}
 	if err := checkTbf(h, ifb, "egress", l.EgressRate, l.EgressBurst); err != nil {
 		return err
 	}
+	// Without an ingress qdisc the list is empty, not an error.
 	filters, err := h.FilterList(link, netlink.MakeHandle(0xffff, 0))
 	if err != nil {
-		return fmt.Errorf("shaping: bandwidth.egressRate: no ingress qdisc on %s: %w", hostIf, err)
+		return fmt.Errorf("shaping: list filters of %s: %w", hostIf, err)
 	}
 	for _, f := range filters {
 		if u, ok := f.(*netlink.U32); ok {
@@ -314,7 +331,11 @@ func Check(h *netlink.Handle, hostIf string, l Limits) error {
 			}
 		}
 	}
-	return fmt.Errorf("shaping: bandwidth.egressRate: no filter on %s redirects to %s", hostIf, ifb.Attrs().Name)
+	return mismatch("shaping: bandwidth.egressRate: no filter on %s redirects to %s", hostIf, ifb.Attrs().Name)
+}
+
+func mismatch(format string, args ...any) error {
+	return &link.Mismatch{Msg: fmt.Sprintf(format, args...)}
 }
 
 func checkTbf(h *netlink.Handle, link netlink.Link, dir string, rate, burst uint64) error {
@@ -333,14 +354,14 @@ func checkTbf(h *netlink.Handle, link netlink.Link, dir string, rate, burst uint
 	case rate == 0: // a tbf here is a chained plugin's (bandwidth): not ours to judge
 		return nil
 	case got == nil:
-		return fmt.Errorf("shaping: bandwidth.%sRate %d: no tbf qdisc on %s", dir, rate, name)
+		return mismatch("shaping: bandwidth.%sRate %d: no tbf qdisc on %s", dir, rate, name)
 	}
 	want := tbf(0, rate, burst)
 	if got.Rate != want.Rate {
-		return fmt.Errorf("shaping: bandwidth.%sRate: %s shapes to %d bits/s, want %d", dir, name, got.Rate*8, rate)
+		return mismatch("shaping: bandwidth.%sRate: %s shapes to %d bits/s, want %d", dir, name, got.Rate*8, rate)
 	}
 	if d := int64(got.Buffer) - int64(want.Buffer); d > 1 || d < -1 {
-		return fmt.Errorf("shaping: bandwidth.%sBurst: %s has buffer %d ticks, want %d (burst %d bits)", dir, name, got.Buffer, want.Buffer, burst)
+		return mismatch("shaping: bandwidth.%sBurst: %s has buffer %d ticks, want %d (burst %d bits)", dir, name, got.Buffer, want.Buffer, burst)
 	}
 	return nil
 }

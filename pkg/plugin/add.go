@@ -82,7 +82,7 @@ func Add(args *skel.CmdArgs) (err error) {
 	if err := wire(n, args, cns, p, res, &undo, t); err != nil {
 		return err
 	}
-	if err := protect(n, args, p, res, &undo, intentDir(n, im.cfg)); err != nil {
+	if err := protect(n, args, p, res, &undo, intentDir(n, im.cfg, args.StdinData)); err != nil {
 		return err
 	}
 	t.step("firewall")

@@ -33,10 +33,13 @@ func Del(args *skel.CmdArgs) (err error) {
 	go func() { shaped <- shaping.Remove(nil, hostName) }()
 	fwErr := delFirewall(fwAttachment(n, args.ContainerID, args.IfName, hostName, nil))
 	t.step("firewall")
+	// After the firewall: nswire-restore never finds an intent whose
+	// elements are gone while its veth still stands.
+	intentErr := removeIntent(n, args)
 	ipamErr := newIPAM(n, args).del()
 	t.step("ipam")
 	shapeErr := <-shaped
 	linkErr = errors.Join(linkErr, veth.Wait())
 	t.step("unregister")
-	return errors.Join(linkErr, fwErr, shapeErr, ipamErr)
+	return errors.Join(linkErr, fwErr, intentErr, shapeErr, ipamErr)
 }

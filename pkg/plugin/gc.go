@@ -3,13 +3,11 @@ package plugin
 import (
 	"errors"
 	"fmt"
-	"net"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/vishvananda/netlink"
 
 	"github.com/nswire/nswire/pkg/config"
-	"github.com/nswire/nswire/pkg/ipam"
 	"github.com/nswire/nswire/pkg/link"
 	"github.com/nswire/nswire/pkg/shaping"
 )
@@ -29,11 +27,12 @@ func GC(args *skel.CmdArgs) (err error) {
 	}
 	linkErr := gcLinks(n, valid)
 	t.step("links")
-	fwErr := gcFirewall(n, configuredSubnets(args.StdinData))
+	fwErr := gcFirewall(n)
 	t.step("firewall")
+	intentErr := pruneIntents(n, args.StdinData, valid)
 	ipamErr := newIPAM(n, args).gc()
 	t.step("ipam")
-	return errors.Join(linkErr, fwErr, ipamErr)
+	return errors.Join(linkErr, fwErr, intentErr, ipamErr)
 }
 
 func gcLinks(n *config.Net, valid map[string]bool) error {
@@ -106,31 +105,11 @@ func gcOrphanIfbs(links []netlink.Link) error {
 	return errors.Join(errs...)
 }
 
-func gcFirewall(n *config.Net, subnets []*net.IPNet) error {
+func gcFirewall(n *config.Net) error {
 	fw, err := openFirewall()
 	if err != nil {
 		return err
 	}
 	defer fw.Close()
-	fn := fwNetwork(n, nil)
-	fn.Subnets = subnets
-	return fw.GC(fn, n.ValidAttachments)
-}
-
-// configuredSubnets are the subnets of the network's host-local style ipam
-// section (both IPAMs share it), so GC can drop the network-level firewall
-// elements once no attachment is left. Nil when it does not parse.
-func configuredSubnets(stdin []byte) []*net.IPNet {
-	cfg, err := ipam.ParseConfig(stdin, "")
-	if err != nil {
-		return nil
-	}
-	var out []*net.IPNet
-	for _, set := range cfg.RangeSets {
-		for _, r := range set {
-			p := r.Subnet.Masked()
-			out = append(out, &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())})
-		}
-	}
-	return out
+	return fw.GC(fwNetwork(n, nil), n.ValidAttachments)
 }

@@ -1,18 +1,34 @@
 package plugin
 
 import (
+	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/nswire/nswire/pkg/config"
 	"github.com/nswire/nswire/pkg/intent"
 	"github.com/nswire/nswire/pkg/ipam"
 )
 
 // intentDir is where the network's intent files live: beside the
-// reservations of its host-local style ipam section, or under host-local's
-// default dataDir when the IPAM reads another format.
-func intentDir(n *config.Net, cfg *ipam.Config) string {
-	dataDir := ipam.DefaultDataDir
+// reservations of its ipam section's dataDir (host-local's default when
+// unset or unreadable). cfg is the section when the caller parsed it.
+func intentDir(n *config.Net, cfg *ipam.Config, stdin []byte) string {
 	if cfg != nil {
-		dataDir = cfg.DataDir
+		return intent.Dir(cfg.DataDir, n.Name)
+	}
+	dataDir, err := ipam.DataDir(stdin)
+	if err != nil {
+		dataDir = ipam.DefaultDataDir
 	}
 	return intent.Dir(dataDir, n.Name)
+}
+
+// removeIntent is DEL's part: the attachment's intent file goes with it.
+func removeIntent(n *config.Net, args *skel.CmdArgs) error {
+	return intent.Remove(intentDir(n, nil, args.StdinData), n.Name, args.ContainerID, args.IfName)
+}
+
+// pruneIntents is GC's part: intents of attachments not in valid go.
+func pruneIntents(n *config.Net, stdin []byte, valid map[string]bool) error {
+	return intent.Prune(intentDir(n, nil, stdin), func(containerID, ifName string) bool {
+		return valid[containerID+"/"+ifName]
+	})
 }

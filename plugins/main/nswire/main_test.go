@@ -12,6 +12,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 
+	"github.com/nswire/nswire/pkg/intent"
 	"github.com/nswire/nswire/pkg/link"
 	"github.com/nswire/nswire/pkg/testutil"
 )
@@ -125,17 +126,38 @@ func (f *fixture) reservations() int {
 	return n
 }
 
-// assertGone fails unless the host holds no veth or reservation of c.
+// assertGone fails unless the host holds no veth or intent of c.
 func (f *fixture) assertGone(c *container) {
 	f.t.Helper()
 	if _, err := f.host.Handle().LinkByName(f.hostVeth(c)); err == nil {
 		f.t.Errorf("host veth %s of %s still exists", f.hostVeth(c), c.rt.ContainerID)
 	}
+	if f.hasIntent(c) {
+		f.t.Errorf("intent of %s still exists", c.rt.ContainerID)
+	}
 }
 
-// assertWired checks, by netlink, what ADD must have left in the kernel.
+// hasIntent reports whether c's intent file (pkg/intent) is there.
+func (f *fixture) hasIntent(c *container) bool {
+	ins, err := intent.Load(intent.Dir(f.host.DataDir, f.name))
+	if err != nil {
+		f.t.Fatalf("load intents: %v", err)
+	}
+	for _, in := range ins {
+		if in.ContainerID == c.rt.ContainerID && in.IfName == c.rt.IfName {
+			return true
+		}
+	}
+	return false
+}
+
+// assertWired checks, by netlink, what ADD must have left in the kernel,
+// and its intent file.
 func (f *fixture) assertWired(c *container, mtu int) {
 	f.t.Helper()
+	if !f.hasIntent(c) {
+		f.t.Errorf("no intent file for %s", c.rt.ContainerID)
+	}
 	br, ok := f.host.Link(f.bridge).(*netlink.Bridge)
 	if !ok || br.Flags&net.FlagUp == 0 {
 		f.t.Fatalf("bridge %s missing or down", f.bridge)

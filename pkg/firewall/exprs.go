@@ -30,8 +30,8 @@ func be16(v int) []byte { return binaryutil.BigEndian.PutUint16(uint16(v)) }
 func ip4(ip net.IP) []byte { return []byte(ip.To4()) }
 func ip6(ip net.IP) []byte { return []byte(ip.To16()) }
 
-func ipBytes(ip net.IP, fam int) []byte {
-	if fam == 4 {
+func ipBytes(ip net.IP, fam family) []byte {
+	if fam == ipv4 {
 		return ip4(ip)
 	}
 	return ip6(ip)
@@ -67,32 +67,32 @@ func nh(off, n, reg uint32) *expr.Payload { return load(expr.PayloadBaseNetworkH
 func ll(off, n, reg uint32) *expr.Payload { return load(expr.PayloadBaseLLHeader, off, n, reg) }
 
 // nfproto matches the packet's address family in the inet family.
-func nfproto(fam int) []expr.Any {
+func nfproto(fam family) []expr.Any {
 	p := byte(unix.NFPROTO_IPV4)
-	if fam == 6 {
+	if fam == ipv6 {
 		p = unix.NFPROTO_IPV6
 	}
 	return []expr.Any{meta(expr.MetaKeyNFPROTO, reg1), cmp(expr.CmpOpEq, reg1, []byte{p})}
 }
 
 // saddr/daddr load an address into reg.
-func saddr(fam int, reg uint32) *expr.Payload {
-	if fam == 4 {
+func saddr(fam family, reg uint32) *expr.Payload {
+	if fam == ipv4 {
 		return nh(12, 4, reg)
 	}
 	return nh(8, 16, reg)
 }
 
-func daddr(fam int, reg uint32) *expr.Payload {
-	if fam == 4 {
+func daddr(fam family, reg uint32) *expr.Payload {
+	if fam == ipv4 {
 		return nh(16, 4, reg)
 	}
 	return nh(24, 16, reg)
 }
 
 // regsFor is the number of 4-byte registers an address occupies.
-func regsFor(fam int) uint32 {
-	if fam == 4 {
+func regsFor(fam family) uint32 {
+	if fam == ipv4 {
 		return 1
 	}
 	return 4

@@ -223,7 +223,7 @@ func (f *Firewall) flushUDP(keys []portKey) {
 			_ = flt.AddIP(netlink.ConntrackOrigDstIP, k.hostIP)
 		}
 		fam := netlink.InetFamily(unix.AF_INET)
-		if k.fam == 6 {
+		if k.fam == ipv6 {
 			fam = unix.AF_INET6
 		}
 		// Best effort: a failure leaves stale entries that time out.

@@ -642,7 +642,7 @@ func TestNetworkElementsFollowFlags(t *testing.T) {
 	counts := func() map[string]int {
 		out := map[string]int{}
 		for _, s := range []string{nsNets, nsIntra, nsIso, nsMasq, nsNoICC} {
-			for _, fam := range []int{4, 6} {
+			for _, fam := range families {
 				out[sN(s, fam)] = tp.count(inetTable, sN(s, fam))
 			}
 		}
@@ -685,7 +685,7 @@ func TestNetworkElementsFollowFlags(t *testing.T) {
 func withZeros(m map[string]int) map[string]int {
 	out := map[string]int{}
 	for _, s := range []string{nsNets, nsIntra, nsIso, nsMasq, nsNoICC} {
-		for _, fam := range []int{4, 6} {
+		for _, fam := range families {
 			out[sN(s, fam)] = m[sN(s, fam)]
 		}
 	}

@@ -168,11 +168,11 @@ func queueUnguard(tx *txn, t *nftables.Table, g guardSpec) {
 // Anything else from a guarded port is dropped, VLAN-tagged frames
 // included.
 func guardBase(bridge bool) [][]expr.Any {
-	proto := func(fam int) []expr.Any {
+	proto := func(fam family) []expr.Any {
 		if !bridge {
 			return nfproto(fam)
 		}
-		if fam == 4 {
+		if fam == ipv4 {
 			return etherType(unix.ETH_P_IP)
 		}
 		return etherType(unix.ETH_P_IPV6)
@@ -192,10 +192,10 @@ func guardBase(bridge bool) [][]expr.Any {
 			cat(arp, []expr.Any{port, nh(14, 4, reg32+4), lookup(setGIP4, reg32, false), ret}))
 	}
 	return append(rules,
-		cat(proto(4), []expr.Any{port, saddr(4, reg32+4), lookup(setGIP4, reg32, false), ret}),
-		cat(proto(6), []expr.Any{saddr(6, reg1), cmp(expr.CmpOpEq, reg1, net.IPv6unspecified), ret}),
-		cat(proto(6), []expr.Any{port, saddr(6, reg32+4), lookup(setGIP6, reg32, false), ret}),
-		cat(proto(6), []expr.Any{port, lookup(setNoMAC, reg32, false), nh(8, 2, reg1),
+		cat(proto(ipv4), []expr.Any{port, saddr(ipv4, reg32+4), lookup(setGIP4, reg32, false), ret}),
+		cat(proto(ipv6), []expr.Any{saddr(ipv6, reg1), cmp(expr.CmpOpEq, reg1, net.IPv6unspecified), ret}),
+		cat(proto(ipv6), []expr.Any{port, saddr(ipv6, reg32+4), lookup(setGIP6, reg32, false), ret}),
+		cat(proto(ipv6), []expr.Any{port, lookup(setNoMAC, reg32, false), nh(8, 2, reg1),
 			&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 2, Mask: []byte{0xff, 0xc0}, Xor: []byte{0, 0}},
 			cmp(expr.CmpOpEq, reg1, []byte{0xfe, 0x80}), ret}),
 		[]expr.Any{drop})

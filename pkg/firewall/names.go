@@ -53,7 +53,7 @@ func parseOwner(comment string) ([]string, bool) {
 // portKey is one published (family, protocol, host address, host port):
 // exactly one element of one ports map.
 type portKey struct {
-	fam      int
+	fam      family
 	any      bool   // every host address of the family
 	hostIP   net.IP // nil when any
 	proto    string // tcp, udp, sctp
@@ -79,7 +79,7 @@ func (k portKey) key() []byte {
 
 func (k portKey) hostString() string {
 	h := "0.0.0.0"
-	if k.fam == 6 {
+	if k.fam == ipv6 {
 		h = "::"
 	}
 	if !k.any {

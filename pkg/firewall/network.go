@@ -21,7 +21,7 @@ type netAssert struct {
 // all gone (GC of a network with no attachments).
 func networkAsserts(n Network, remove bool) []*netAssert {
 	var out []*netAssert
-	for _, fam := range []int{4, 6} {
+	for _, fam := range families {
 		var subs []*net.IPNet
 		for _, s := range n.Subnets {
 			if s != nil && famOf(s.IP) == fam {
@@ -117,7 +117,7 @@ func queueNetwork(tx *txn, asserts []*netAssert) {
 
 // pairElems encodes every (source prefix . destination prefix) pair for a
 // concatenated interval set.
-func pairElems(srcs, dsts []*net.IPNet, fam int) []setElem {
+func pairElems(srcs, dsts []*net.IPNet, fam family) []setElem {
 	var els []setElem
 	for _, s := range srcs {
 		for _, d := range dsts {
@@ -130,7 +130,7 @@ func pairElems(srcs, dsts []*net.IPNet, fam int) []setElem {
 }
 
 // bounds returns the first and last address of a prefix.
-func bounds(n *net.IPNet, fam int) (first, last []byte) {
+func bounds(n *net.IPNet, fam family) (first, last []byte) {
 	ip := ipBytes(n.IP, fam)
 	mask := n.Mask
 	if len(mask) != len(ip) {
@@ -147,7 +147,7 @@ func bounds(n *net.IPNet, fam int) (first, last []byte) {
 // intervalElems encodes a prefix for an rbtree interval set: start element
 // and, unless the range reaches the top of the address space, an
 // interval-end element at last+1.
-func intervalElems(n *net.IPNet, fam int) []setElem {
+func intervalElems(n *net.IPNet, fam family) []setElem {
 	first, last := bounds(n, fam)
 	els := []setElem{{key: first}}
 	end := slices.Clone(last)

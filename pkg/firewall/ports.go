@@ -15,7 +15,7 @@ import (
 // The a- chain only records the keys: its rules have no expressions, so
 // nothing in a commit validates it (a verdict map element going to a
 // chain per attachment made every commit walk all of them).
-func queuePorts(tx *txn, nm names, keys []portKey, local map[int][]net.IP) {
+func queuePorts(tx *txn, nm names, keys []portKey, local map[family][]net.IP) {
 	if len(keys) == 0 {
 		return
 	}
@@ -39,7 +39,7 @@ func queuePorts(tx *txn, nm names, keys []portKey, local map[int][]net.IP) {
 // overlapping lists the keys of other maps that would capture the same
 // packets as k: the wildcard for a specific address, and the host's own
 // addresses for a wildcard.
-func overlapping(k portKey, local map[int][]net.IP) []portKey {
+func overlapping(k portKey, local map[family][]net.IP) []portKey {
 	if !k.any {
 		o := k
 		o.any, o.hostIP = true, nil
@@ -58,12 +58,12 @@ func overlapping(k portKey, local map[int][]net.IP) []portKey {
 // only ones a wildcard mapping can clash with. It reads the two
 // address-specific maps (one element per such mapping, usually none), not
 // the host's addresses, which grow with every container.
-func (f *Firewall) localAddrs(keys []portKey) (map[int][]net.IP, error) {
+func (f *Firewall) localAddrs(keys []portKey) (map[family][]net.IP, error) {
 	if !slices.ContainsFunc(keys, func(k portKey) bool { return k.any }) {
 		return nil, nil
 	}
-	out := map[int][]net.IP{}
-	for _, fam := range []int{4, 6} {
+	out := map[family][]net.IP{}
+	for _, fam := range families {
 		r := dumpElemsReq(inetTable, dnatSet(fam, false))
 		if err := f.q.exchange(r); err != nil {
 			return nil, err
@@ -75,7 +75,7 @@ func (f *Firewall) localAddrs(keys []portKey) (map[int][]net.IP, error) {
 			return nil, fmt.Errorf("list address-specific ports: %w", r.err)
 		}
 		size := net.IPv4len
-		if fam == 6 {
+		if fam == ipv6 {
 			size = net.IPv6len
 		}
 		seen := map[string]bool{}

@@ -30,9 +30,9 @@ const (
 
 // dnatSet names the DNAT data map of a family, for one host address or
 // ("any") every host address.
-func dnatSet(fam int, any bool) string { return famSet("dnat", fam, any) }
+func dnatSet(fam family, any bool) string { return famSet("dnat", fam, any) }
 
-func famSet(base string, fam int, any bool) string {
+func famSet(base string, fam family, any bool) string {
 	s := sN(base, fam)
 	if any {
 		s += "any"
@@ -51,8 +51,8 @@ const (
 	nsNoMasq   = "nomasq"   // pairs (subnet . destination) never masqueraded
 )
 
-func sN(base string, fam int) string {
-	if fam == 4 {
+func sN(base string, fam family) string {
+	if fam == ipv4 {
 		return base + "4"
 	}
 	return base + "6"
@@ -63,8 +63,8 @@ var (
 	brTable   = &nftables.Table{Name: TableName, Family: nftables.TableFamilyBridge}
 )
 
-func addrType(fam int) nftables.SetDatatype {
-	if fam == 4 {
+func addrType(fam family) nftables.SetDatatype {
+	if fam == ipv4 {
 		return nftables.TypeIPAddr
 	}
 	return nftables.TypeIP6Addr
@@ -91,9 +91,9 @@ func setDef(t *nftables.Table, name string) *nftables.Set {
 	case "dnat4", "dnat6", "dnat4any", "dnat6any":
 		return dnatDef(t, name)
 	}
-	fam := 4
+	fam := ipv4
 	if name[len(name)-1] == '6' {
-		fam = 6
+		fam = ipv6
 	}
 	switch name[:len(name)-1] {
 	case nsIntra, nsNoICC, nsNoMasq:
@@ -107,9 +107,9 @@ func setDef(t *nftables.Table, name string) *nftables.Set {
 // dnatDef is a DNAT data map: (host address .) protocol . port to
 // container address . port. Elements are added exclusively (see exclusive).
 func dnatDef(t *nftables.Table, name string) *nftables.Set {
-	fam, any := 4, len(name) > 5
+	fam, any := ipv4, len(name) > 5
 	if name[4] == '6' {
-		fam = 6
+		fam = ipv6
 	}
 	key := []nftables.SetDatatype{nftables.TypeInetProto, nftables.TypeInetService}
 	if !any {
@@ -122,7 +122,7 @@ func dnatDef(t *nftables.Table, name string) *nftables.Set {
 
 func inetSetNames() []string {
 	names := append([]string{"dnat4", "dnat4any", "dnat6", "dnat6any"}, guardSets...)
-	for _, fam := range []int{4, 6} {
+	for _, fam := range families {
 		for _, b := range []string{nsNets, nsIso, nsMasq, nsInternal, nsIntra, nsNoICC, nsNoMasq} {
 			names = append(names, sN(b, fam))
 		}
@@ -188,13 +188,13 @@ func skeletonChains() []chainRules {
 	raw := baseChain(inetTable, "raw-pre", filter, nftables.ChainHookPrerouting, PrioRaw)
 	put(raw, append([][]expr.Any{
 		cat([]expr.Any{meta(expr.MetaKeyIIFNAME, reg1), cmp(expr.CmpOpNeq, reg1, ifname("lo"))},
-			nfproto(4), []expr.Any{nh(16, 1, reg1), cmp(expr.CmpOpEq, reg1, []byte{127}), verdict(expr.VerdictDrop)}),
+			nfproto(ipv4), []expr.Any{nh(16, 1, reg1), cmp(expr.CmpOpEq, reg1, []byte{127}), verdict(expr.VerdictDrop)}),
 	}, guardBase(false)...)...)
 
 	// DNAT of published ports, for packets from outside and from the host.
 	toPorts := cat(fibDaddrLocal(), []expr.Any{jumpTo(expr.VerdictGoto, chainPorts)})
 	var ports [][]expr.Any
-	for _, fam := range []int{4, 6} {
+	for _, fam := range families {
 		ports = append(ports, portsRule(fam, false), portsRule(fam, true))
 	}
 	put(&nftables.Chain{Table: inetTable, Name: chainPorts}, ports...)
@@ -203,7 +203,7 @@ func skeletonChains() []chainRules {
 
 	// forward: isolation, internal networks, icc=false in routed mode.
 	fwd := [][]expr.Any{cat(ctDNAT(), []expr.Any{verdict(expr.VerdictAccept)})}
-	for _, fam := range []int{4, 6} {
+	for _, fam := range families {
 		pair := []expr.Any{saddr(fam, reg32), daddr(fam, reg32+regsFor(fam))}
 		fwd = append(fwd,
 			cat(nfproto(fam), pair, []expr.Any{lookup(sN(nsNoICC, fam), reg32, false), verdict(expr.VerdictDrop)}),
@@ -219,9 +219,9 @@ func skeletonChains() []chainRules {
 	put(baseChain(inetTable, "forward", filter, nftables.ChainHookForward, PrioForward), fwd...)
 
 	// postrouting: localhost->container, hairpin, then ipMasq.
-	post := [][]expr.Any{cat(ctDNAT(), nfproto(4), []expr.Any{nh(12, 1, reg1), cmp(expr.CmpOpEq, reg1, []byte{127}),
-		daddr(4, reg1), lookup(sN(nsNets, 4), reg1, false), &expr.Masq{}})}
-	for _, fam := range []int{4, 6} {
+	post := [][]expr.Any{cat(ctDNAT(), nfproto(ipv4), []expr.Any{nh(12, 1, reg1), cmp(expr.CmpOpEq, reg1, []byte{127}),
+		daddr(ipv4, reg1), lookup(sN(nsNets, ipv4), reg1, false), &expr.Masq{}})}
+	for _, fam := range families {
 		pair := []expr.Any{saddr(fam, reg32), daddr(fam, reg32+regsFor(fam))}
 		post = append(post,
 			cat(ctDNAT(), nfproto(fam), pair, []expr.Any{lookup(sN(nsIntra, fam), reg32, false), &expr.Masq{}}),
@@ -247,7 +247,7 @@ func skeletonChains() []chainRules {
 
 // portsRule is one rule of the chain "ports": it loads the key of a
 // family's map for one host address or any, then looks it up.
-func portsRule(fam int, any bool) []expr.Any {
+func portsRule(fam family, any bool) []expr.Any {
 	var key []expr.Any
 	n := uint32(0)
 	if !any {
@@ -259,9 +259,9 @@ func portsRule(fam int, any bool) []expr.Any {
 
 // portLookup ends a ports rule whose key is in reg32: a DNAT data map
 // lookup and the translation to its datum.
-func portLookup(fam int, any bool) []expr.Any {
+func portLookup(fam family, any bool) []expr.Any {
 	natFam := uint32(unix.NFPROTO_IPV4)
-	if fam == 6 {
+	if fam == ipv6 {
 		natFam = unix.NFPROTO_IPV6
 	}
 	return []expr.Any{

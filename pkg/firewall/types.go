@@ -78,11 +78,23 @@ func validatePorts(ports []Port) error {
 	return nil
 }
 
-func famOf(ip net.IP) int {
+// family is an IP address family, numbered as nswire's set names number
+// them (dnat4, nets6): 4 or 6.
+type family int
+
+const (
+	ipv4 family = 4
+	ipv6 family = 6
+)
+
+// families are both, in the order sets and rules are made.
+var families = []family{ipv4, ipv6}
+
+func famOf(ip net.IP) family {
 	if ip.To4() != nil {
-		return 4
+		return ipv4
 	}
-	return 6
+	return ipv6
 }
 
 // validateAttachment checks what Add needs beyond the port list.
@@ -116,21 +128,21 @@ func validateAttachment(a *Attachment) error {
 }
 
 // mappingFamilies are the address families a mapping asks for.
-func mappingFamilies(p Port) []int {
+func mappingFamilies(p Port) []family {
 	switch {
 	case !p.HostAddr.IsValid():
-		return []int{4, 6}
+		return families
 	case p.HostAddr.Is4():
-		return []int{4}
+		return []family{ipv4}
 	}
-	return []int{6}
+	return []family{ipv6}
 }
 
 // ctrIP is the container's first address of a family, the DNAT target.
-func ctrIP(a *Attachment, fam int) net.IP {
+func ctrIP(a *Attachment, fam family) net.IP {
 	for _, n := range a.IPs {
 		if n != nil && famOf(n.IP) == fam {
-			if fam == 4 {
+			if fam == ipv4 {
 				return n.IP.To4()
 			}
 			return n.IP.To16()

@@ -219,7 +219,7 @@ func (f *Firewall) flushUDP(keys []portKey) {
 		flt := &netlink.ConntrackFilter{}
 		_ = flt.AddProtocol(unix.IPPROTO_UDP)
 		_ = flt.AddPort(netlink.ConntrackOrigDstPort, uint16(k.hostPort))
-		if !k.any {
+		if !k.wildcard {
 			_ = flt.AddIP(netlink.ConntrackOrigDstIP, k.hostIP)
 		}
 		fam := netlink.InetFamily(unix.AF_INET)

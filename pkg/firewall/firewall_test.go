@@ -80,8 +80,8 @@ func TestValidatePorts(t *testing.T) {
 
 func TestRecordRoundTrip(t *testing.T) {
 	for _, k := range []portKey{
-		{fam: 4, any: true, proto: "tcp", hostPort: 8080, ctrIP: net.ParseIP("10.1.0.2").To4(), ctrPort: 80},
-		{fam: 6, any: false, hostIP: net.ParseIP("2001:db8::1"), proto: "sctp", hostPort: 1, ctrIP: net.ParseIP("fd00::2"), ctrPort: 65535},
+		{fam: 4, wildcard: true, proto: "tcp", hostPort: 8080, ctrIP: net.ParseIP("10.1.0.2").To4(), ctrPort: 80},
+		{fam: 6, wildcard: false, hostIP: net.ParseIP("2001:db8::1"), proto: "sctp", hostPort: 1, ctrIP: net.ParseIP("fd00::2"), ctrPort: 65535},
 	} {
 		got, ok := parseRecord(k.record())
 		if !ok || got.record() != k.record() || string(got.key()) != string(k.key()) || got.set() != k.set() {

@@ -54,7 +54,7 @@ func parseOwner(comment string) ([]string, bool) {
 // exactly one element of one ports map.
 type portKey struct {
 	fam      family
-	any      bool   // every host address of the family
+	wildcard bool   // every host address of the family
 	hostIP   net.IP // nil when any
 	proto    string // tcp, udp, sctp
 	hostPort int
@@ -62,7 +62,7 @@ type portKey struct {
 	ctrPort  int
 }
 
-func (k portKey) set() string { return dnatSet(k.fam, k.any) }
+func (k portKey) set() string { return dnatSet(k.fam, k.wildcard) }
 
 // data is the DNAT map datum of k: the container address, then port.
 func (k portKey) data() []byte {
@@ -71,7 +71,7 @@ func (k portKey) data() []byte {
 
 func (k portKey) key() []byte {
 	pp := []byte{protoNums[k.proto]}
-	if k.any {
+	if k.wildcard {
 		return concat(pp, be16(k.hostPort))
 	}
 	return concat(ipBytes(k.hostIP, k.fam), pp, be16(k.hostPort))
@@ -82,7 +82,7 @@ func (k portKey) hostString() string {
 	if k.fam == ipv6 {
 		h = "::"
 	}
-	if !k.any {
+	if !k.wildcard {
 		h = k.hostIP.String()
 	}
 	return net.JoinHostPort(h, strconv.Itoa(k.hostPort))
@@ -117,7 +117,7 @@ func parseRecord(s string) (portKey, bool) {
 	}
 	k.fam = famOf(k.hostIP)
 	if k.hostIP.IsUnspecified() {
-		k.any, k.hostIP = true, nil
+		k.wildcard, k.hostIP = true, nil
 	}
 	return k, true
 }
@@ -132,10 +132,10 @@ func portKeys(a *Attachment) []portKey {
 			if ip == nil {
 				continue
 			}
-			k := portKey{fam: fam, any: true, proto: p.Proto, hostPort: int(p.HostPort),
+			k := portKey{fam: fam, wildcard: true, proto: p.Proto, hostPort: int(p.HostPort),
 				ctrIP: ip, ctrPort: int(p.ContainerPort)}
 			if p.HostAddr.IsValid() && !p.HostAddr.IsUnspecified() {
-				k.any, k.hostIP = false, net.IP(p.HostAddr.AsSlice())
+				k.wildcard, k.hostIP = false, net.IP(p.HostAddr.AsSlice())
 			}
 			keys = append(keys, k)
 		}

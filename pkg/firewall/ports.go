@@ -40,15 +40,15 @@ func queuePorts(tx *txn, nm names, keys []portKey, local map[family][]net.IP) {
 // packets as k: the wildcard for a specific address, and the host's own
 // addresses for a wildcard.
 func overlapping(k portKey, local map[family][]net.IP) []portKey {
-	if !k.any {
+	if !k.wildcard {
 		o := k
-		o.any, o.hostIP = true, nil
+		o.wildcard, o.hostIP = true, nil
 		return []portKey{o}
 	}
 	var out []portKey
 	for _, ip := range local[k.fam] {
 		o := k
-		o.any, o.hostIP = false, ip
+		o.wildcard, o.hostIP = false, ip
 		out = append(out, o)
 	}
 	return out
@@ -59,7 +59,7 @@ func overlapping(k portKey, local map[family][]net.IP) []portKey {
 // address-specific maps (one element per such mapping, usually none), not
 // the host's addresses, which grow with every container.
 func (f *Firewall) localAddrs(keys []portKey) (map[family][]net.IP, error) {
-	if !slices.ContainsFunc(keys, func(k portKey) bool { return k.any }) {
+	if !slices.ContainsFunc(keys, func(k portKey) bool { return k.wildcard }) {
 		return nil, nil
 	}
 	out := map[family][]net.IP{}

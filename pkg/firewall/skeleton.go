@@ -30,11 +30,11 @@ const (
 
 // dnatSet names the DNAT data map of a family, for one host address or
 // ("any") every host address.
-func dnatSet(fam family, any bool) string { return famSet("dnat", fam, any) }
+func dnatSet(fam family, wildcard bool) string { return famSet("dnat", fam, wildcard) }
 
-func famSet(base string, fam family, any bool) string {
+func famSet(base string, fam family, wildcard bool) string {
 	s := sN(base, fam)
-	if any {
+	if wildcard {
 		s += "any"
 	}
 	return s
@@ -107,12 +107,12 @@ func setDef(t *nftables.Table, name string) *nftables.Set {
 // dnatDef is a DNAT data map: (host address .) protocol . port to
 // container address . port. Elements are added exclusively (see exclusive).
 func dnatDef(t *nftables.Table, name string) *nftables.Set {
-	fam, any := ipv4, len(name) > 5
+	fam, wildcard := ipv4, len(name) > 5
 	if name[4] == '6' {
 		fam = ipv6
 	}
 	key := []nftables.SetDatatype{nftables.TypeInetProto, nftables.TypeInetService}
-	if !any {
+	if !wildcard {
 		key = append([]nftables.SetDatatype{addrType(fam)}, key...)
 	}
 	return &nftables.Set{Table: t, Name: name, IsMap: true, Concatenation: true,
@@ -247,25 +247,25 @@ func skeletonChains() []chainRules {
 
 // portsRule is one rule of the chain "ports": it loads the key of a
 // family's map for one host address or any, then looks it up.
-func portsRule(fam family, any bool) []expr.Any {
+func portsRule(fam family, wildcard bool) []expr.Any {
 	var key []expr.Any
 	n := uint32(0)
-	if !any {
+	if !wildcard {
 		key, n = []expr.Any{daddr(fam, reg32)}, regsFor(fam)
 	}
 	key = append(key, meta(expr.MetaKeyL4PROTO, reg32+n), load(expr.PayloadBaseTransportHeader, 2, 2, reg32+n+1))
-	return cat(nfproto(fam), key, portLookup(fam, any))
+	return cat(nfproto(fam), key, portLookup(fam, wildcard))
 }
 
 // portLookup ends a ports rule whose key is in reg32: a DNAT data map
 // lookup and the translation to its datum.
-func portLookup(fam family, any bool) []expr.Any {
+func portLookup(fam family, wildcard bool) []expr.Any {
 	natFam := uint32(unix.NFPROTO_IPV4)
 	if fam == ipv6 {
 		natFam = unix.NFPROTO_IPV6
 	}
 	return []expr.Any{
-		&expr.Lookup{SourceRegister: reg32, SetName: dnatSet(fam, any), DestRegister: reg1, IsDestRegSet: true},
+		&expr.Lookup{SourceRegister: reg32, SetName: dnatSet(fam, wildcard), DestRegister: reg1, IsDestRegSet: true},
 		&expr.NAT{Type: expr.NATTypeDestNAT, Family: natFam, RegAddrMin: reg1, RegProtoMin: reg32 + regsFor(fam), Specified: true},
 	}
 }

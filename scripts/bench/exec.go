@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -25,78 +26,135 @@ import (
 )
 
 // usage is what the kernel reports about the plugin processes of one
-// binary and verb: peak RSS (which for a process that ran children, like
-// the reference bridge running host-local or portmap running iptables, is
-// the max over it and its waited-for descendants) and CPU time.
+// binary and verb: CPU time and, from the spawner only, peak RSS (which
+// for a process that ran children, like the reference bridge running
+// host-local or portmap running iptables, is the max over it and its
+// waited-for descendants).
 type usage struct {
 	calls    int
 	maxRSSKB int64
 	cpu      time.Duration // user + system, children included
 }
 
-// rusageExec is a libcni Exec that runs every plugin binary through the
-// variant's spawner, a small process living in the variant's host
-// namespace (so bridges, veth host ends, sysctls and nftables land there,
-// as with testutil's driver), and records each process's rusage.
-type rusageExec struct {
-	version.PluginDecoder
-	sp *spawner
-
+// acct adds up the usage of every plugin process an Exec ran.
+type acct struct {
 	mu       sync.Mutex
 	usage    map[[2]string]*usage // {binary, verb}
 	totalCPU time.Duration
 }
 
+func (a *acct) record(bin, verb string, rssKB int64, cpu time.Duration) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.usage == nil {
+		a.usage = map[[2]string]*usage{}
+	}
+	u := a.usage[[2]string{bin, verb}]
+	if u == nil {
+		u = &usage{}
+		a.usage[[2]string{bin, verb}] = u
+	}
+	u.calls++
+	u.maxRSSKB = max(u.maxRSSKB, rssKB)
+	u.cpu += cpu
+	a.totalCPU += cpu
+}
+
 // cpu is the CPU time of every process run so far.
-func (e *rusageExec) cpu() time.Duration {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.totalCPU
+func (a *acct) cpu() time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.totalCPU
 }
 
-func newRusageExec(sp *spawner) *rusageExec {
-	return &rusageExec{sp: sp, usage: map[[2]string]*usage{}}
+// snapshot copies the counters, so a phase can subtract the ones before it.
+func (a *acct) snapshot() map[[2]string]usage {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	m := make(map[[2]string]usage, len(a.usage))
+	for k, v := range a.usage {
+		m[k] = *v
+	}
+	return m
 }
 
-func (e *rusageExec) FindInPath(plugin string, paths []string) (string, error) {
+// plainExec is the libcni Exec every latency, throughput and CPU figure
+// comes from. It runs a plugin the way a runtime does: containerd and
+// podman fork it from their own process in the host namespace; this
+// process forks it from a thread locked and switched into the variant's
+// private host namespace (as pkg/testutil's driver does), so bridges, veth
+// host ends, sysctls and nftables land there. The os/exec calls are
+// invoke.RawExec's; the only addition is reading the rusage that os/exec's
+// wait4 already collected: its CPU time is the plugin's (children
+// included), its ru_maxrss is not (see spawner/main.go), so it is dropped.
+type plainExec struct {
+	version.PluginDecoder
+	host ns.NetNS
+	acct
+}
+
+func (e *plainExec) FindInPath(plugin string, paths []string) (string, error) {
 	return invoke.FindInPath(plugin, paths)
 }
 
-func (e *rusageExec) ExecPlugin(ctx context.Context, path string, stdin []byte, env []string) ([]byte, error) {
+func (e *plainExec) ExecPlugin(ctx context.Context, path string, stdin []byte, env []string) ([]byte, error) {
+	stdout, stderr, st, err := runIn(ctx, e.host, path, stdin, env)
+	if st != nil {
+		e.record(filepath.Base(path), verbOf(env), 0, st.UserTime()+st.SystemTime())
+	}
+	if err != nil {
+		return nil, pluginErr(err.Error(), stdout, stderr)
+	}
+	return stdout, nil
+}
+
+// runIn runs path from a thread switched into netns (nil: this process's
+// own) and waits for it.
+func runIn(ctx context.Context, netns ns.NetNS, path string, stdin []byte, env []string) (stdout, stderr []byte, st *os.ProcessState, err error) {
+	var out, errOut bytes.Buffer
+	cmd := exec.CommandContext(ctx, path)
+	cmd.Env = env
+	cmd.Stdin = bytes.NewReader(stdin)
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if netns == nil {
+		err = cmd.Run()
+	} else {
+		err = lockedDo(netns, cmd.Run)
+	}
+	return out.Bytes(), errOut.Bytes(), cmd.ProcessState, err
+}
+
+// lockedDo runs f on a thread switched into n; exec'd children inherit it.
+func lockedDo(n ns.NetNS, f func() error) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return n.Do(func(ns.NetNS) error { return f() })
+}
+
+// spawnExec is a libcni Exec that runs every plugin binary through a
+// spawner living in the variant's host namespace, for the one thing the
+// plain driver cannot measure: each process's peak RSS. Only the untimed
+// RSS pass uses it.
+type spawnExec struct {
+	version.PluginDecoder
+	sp *spawner
+	acct
+}
+
+func (e *spawnExec) FindInPath(plugin string, paths []string) (string, error) {
+	return invoke.FindInPath(plugin, paths)
+}
+
+func (e *spawnExec) ExecPlugin(ctx context.Context, path string, stdin []byte, env []string) ([]byte, error) {
 	r, err := e.sp.run(ctx, path, stdin, env)
 	if err != nil {
 		return nil, err
 	}
-	e.record(filepath.Base(path), verbOf(env), r)
+	e.record(filepath.Base(path), verbOf(env), r.rssKB, 0)
 	if r.code != 0 {
 		return nil, pluginErr(r.msg, r.stdout, r.stderr)
 	}
 	return r.stdout, nil
-}
-
-func (e *rusageExec) record(bin, verb string, r spawnResult) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	u := e.usage[[2]string{bin, verb}]
-	if u == nil {
-		u = &usage{}
-		e.usage[[2]string{bin, verb}] = u
-	}
-	u.calls++
-	u.maxRSSKB = max(u.maxRSSKB, r.rssKB)
-	u.cpu += r.user + r.sys
-	e.totalCPU += r.user + r.sys
-}
-
-// snapshot copies the counters, so a phase can subtract the ones before it.
-func (e *rusageExec) snapshot() map[[2]string]usage {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	m := make(map[[2]string]usage, len(e.usage))
-	for k, v := range e.usage {
-		m[k] = *v
-	}
-	return m
 }
 
 func verbOf(env []string) string {
@@ -136,11 +194,10 @@ type spawner struct {
 }
 
 type spawnResult struct {
-	code            int64 // exit code; -1: killed or not started
-	msg             string
-	stdout, stderr  []byte
-	rssKB           int64
-	user, sys, wall time.Duration
+	code           int64 // exit code; -1: killed or not started
+	msg            string
+	stdout, stderr []byte
+	rssKB          int64
 }
 
 // buildSpawner builds the spawner program into dir.
@@ -201,18 +258,14 @@ func (s *spawner) read(r *bufio.Reader) {
 			break
 		}
 		var msg []byte
-		var wall, user, sys int64
 		err = errors.Join(
 			binary.Read(r, binary.LittleEndian, &res.code),
 			readFrame(r, &msg), readFrame(r, &res.stdout), readFrame(r, &res.stderr),
-			binary.Read(r, binary.LittleEndian, &res.rssKB),
-			binary.Read(r, binary.LittleEndian, &user),
-			binary.Read(r, binary.LittleEndian, &sys),
-			binary.Read(r, binary.LittleEndian, &wall))
+			binary.Read(r, binary.LittleEndian, &res.rssKB))
 		if err != nil {
 			break
 		}
-		res.msg, res.user, res.sys, res.wall = string(msg), time.Duration(user), time.Duration(sys), time.Duration(wall)
+		res.msg = string(msg)
 		s.mu.Lock()
 		ch := s.pending[id]
 		delete(s.pending, id)

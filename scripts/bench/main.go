@@ -7,9 +7,14 @@
 //   - ADD, CHECK, DEL latency, sequential;
 //   - throughput with 1 and 8 parallel callers;
 //   - ADD latency against the number of containers already attached (-scale);
-//   - peak RSS and CPU of each plugin process (from wait4's rusage);
+//   - CPU of each plugin process (from wait4's rusage);
 //   - start-up: CNI_COMMAND=VERSION round trip against an empty Go program,
-//     and GODEBUG=inittrace=1.
+//     and GODEBUG=inittrace=1;
+//   - peak RSS of each plugin, from a separate untimed pass (-rss-n).
+//
+// Every timed call is made as a runtime makes it: this process execs the
+// plugin itself (plainExec). Only the RSS pass goes through the spawner
+// (spawner/main.go says why), and none of its calls is timed.
 //
 // Variants are interleaved at every container (sequential, scale) or every
 // round (parallel), so that load from other users of the machine falls on
@@ -41,6 +46,7 @@ type options struct {
 	scaleDual               bool
 	callers                 []int
 	startRounds, traceRuns  int
+	rssN                    int
 	refDual, scaleDelRef    bool
 	refBackend              string
 	out, png, bin           string
@@ -61,6 +67,7 @@ func parseFlags() options {
 	callers := flag.String("callers", "1,8", "parallel callers, comma separated")
 	flag.IntVar(&o.startRounds, "startup", 200, "VERSION round trips per program")
 	flag.IntVar(&o.traceRuns, "inittrace", 20, "GODEBUG=inittrace=1 runs per program")
+	flag.IntVar(&o.rssN, "rss-n", 10, "containers each variant takes through ADD/CHECK/DEL in the untimed peak-RSS pass (and VERSION runs per program)")
 	flag.BoolVar(&o.refDual, "ref-dual", true, "also run the reference chain dual-stack (sequential phase only)")
 	flag.BoolVar(&o.scaleDelRef, "scale-del-ref", false, "also time the reference's DELs after the scale phase (slow)")
 	flag.StringVar(&o.refBackend, "ref-backend", "", `reference ipMasq/portmap backend: "" (their default: iptables), "iptables" or "nftables"`)
@@ -68,14 +75,14 @@ func parseFlags() options {
 	flag.StringVar(&o.png, "png", "", "write the ADD-latency-against-containers plot here")
 	flag.StringVar(&o.bin, "bin", "bin", "directory holding the built nswire binaries")
 	flag.BoolVar(&o.steps, "steps", false, "have nswire log the time of each step (its logFile) and report them; costs nswire a little per call")
-	flag.BoolVar(&o.quick, "quick", false, "smoke-test sizes: -n 30 -ref-n 8 -par 40 -ref-par 16 -scale 100 -ref-scale 20 -rounds 2 -startup 40 -inittrace 5 -probes 10 (explicit flags win)")
+	flag.BoolVar(&o.quick, "quick", false, "smoke-test sizes: -n 30 -ref-n 8 -par 40 -ref-par 16 -scale 100 -ref-scale 20 -rounds 2 -startup 40 -inittrace 5 -probes 10 -rss-n 3 (explicit flags win)")
 	flag.Parse()
 	if o.quick {
 		set := map[string]bool{}
 		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		quick := map[string]int{"n": 30, "ref-n": 8, "par": 40, "ref-par": 16, "scale": 100, "ref-scale": 20, "rounds": 2, "startup": 40, "inittrace": 5, "probes": 10}
+		quick := map[string]int{"n": 30, "ref-n": 8, "par": 40, "ref-par": 16, "scale": 100, "ref-scale": 20, "rounds": 2, "startup": 40, "inittrace": 5, "probes": 10, "rss-n": 3}
 		for name, v := range map[string]*int{"n": &o.n, "ref-n": &o.refN, "par": &o.parN, "ref-par": &o.refPar, "scale": &o.scaleN,
-			"ref-scale": &o.refScale, "rounds": &o.rounds, "startup": &o.startRounds, "inittrace": &o.traceRuns, "probes": &o.probes} {
+			"ref-scale": &o.refScale, "rounds": &o.rounds, "startup": &o.startRounds, "inittrace": &o.traceRuns, "probes": &o.probes, "rss-n": &o.rssN} {
 			if !set[name] {
 				*v = quick[name]
 			}
@@ -91,6 +98,7 @@ func parseFlags() options {
 	}
 	o.n, o.parN, o.rounds, o.refN = max(o.n, 1), max(o.parN, 1), max(o.rounds, 1), min(max(o.refN, 1), max(o.n, 1))
 	o.refScale = min(o.refScale, o.scaleN)
+	o.rssN = max(o.rssN, 1)
 	return o
 }
 
@@ -201,7 +209,7 @@ func run(ctx context.Context, t *benchT, o options) *report {
 			r.startup = append(r.startup, &startProg{name: "/bin/true", path: "/bin/true"})
 		}
 		sp := startSpawner(t, spawnerPath, nil)
-		if err := startup(ctx, sp, r.startup, o.startRounds, o.traceRuns); err != nil {
+		if err := startup(ctx, sp, r.startup, o.startRounds, o.traceRuns, o.rssN); err != nil {
 			t.Fatalf("start-up: %v", err)
 		}
 		r.startFloorKB = sp.floorKB()
@@ -222,7 +230,7 @@ func run(ctx context.Context, t *benchT, o options) *report {
 				seqN = max(1, o.refN/2)
 			}
 			probe := v.nswire && !v.dual && scaleN > 0 && o.probes > 0
-			slots := max(seqN, parN, scaleN, 1)
+			slots := max(seqN, parN, scaleN, o.rssN)
 			if probe {
 				slots = max(slots, scaleN+1) // the probes' spare slot
 			}
@@ -246,6 +254,7 @@ func run(ctx context.Context, t *benchT, o options) *report {
 			warmUp(ctx, []*env{r.probe.empty})
 		}
 	})
+	phase(fmt.Sprintf("peak RSS: %d ADD/CHECK/DEL per variant through the spawner, untimed", o.rssN), func() { rssPass(ctx, r.envs, o.rssN) })
 	phase(fmt.Sprintf("sequential ADD/CHECK/DEL of %d containers (reference %d)", o.n, o.refN), func() { sequential(ctx, r.envs, o.n, pr) })
 	for _, c := range o.callers {
 		phase(fmt.Sprintf("%d parallel callers, %d containers (reference %d)", c, o.parN, o.refPar), func() { parallel(ctx, r.parEnvs, c, o.rounds, pr) })
@@ -254,9 +263,6 @@ func run(ctx context.Context, t *benchT, o options) *report {
 		phase(fmt.Sprintf("scale: %d containers (reference %d), %d alternated probes", o.scaleN, o.refScale, o.probes), func() {
 			scale(ctx, r.scaleEnvs, o.scaleN, o.scaleDelRef, r.probe, o.probes, pr)
 		})
-	}
-	for _, e := range r.envs {
-		e.floorKB = e.exec.sp.floorKB()
 	}
 	r.finished = time.Now()
 	pr.say(true, "done in %s", r.finished.Sub(r.started).Round(time.Second))

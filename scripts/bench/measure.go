@@ -74,6 +74,28 @@ func warmUp(ctx context.Context, envs []*env) {
 	}
 }
 
+// rssPass takes k containers of each variant through ADD, CHECK and DEL
+// via the spawner, for peak RSS alone: none of its calls is timed, and its
+// CPU is not counted in any phase's.
+func rssPass(ctx context.Context, envs []*env, k int) {
+	for _, verb := range []string{"ADD", "CHECK", "DEL"} {
+		for i := range k {
+			for _, e := range rotate(envs, i) {
+				if ctx.Err() != nil {
+					return
+				}
+				if verb != "CHECK" || e.live[i] {
+					e.opVia(ctx, e.rssCNI, verb, "rss", i)
+				}
+			}
+		}
+	}
+	for _, e := range envs {
+		e.floorKB = e.rss.sp.floorKB()
+		e.res.leaks["peak-RSS"] = e.leaks()
+	}
+}
+
 // spread says whether the variant, doing k operations over n iterations,
 // does one at iteration i, and on which slot: its operations are spread
 // evenly over the phase instead of bunched at its start.

@@ -140,9 +140,10 @@ func (e *env) parRun(callers int) *parRun {
 	return nil
 }
 
-// peakRSS is the largest max RSS over every call of a binary, in MB.
+// peakRSS is the largest max RSS over the RSS pass's calls of a binary,
+// in MB.
 func (e *env) peakRSS(bin string) (mb float64, verb string, calls int) {
-	for k, u := range e.exec.snapshot() {
+	for k, u := range e.rss.snapshot() {
 		if k[0] != bin {
 			continue
 		}
@@ -258,7 +259,8 @@ func (r *report) markdown() string {
 	p("nswire: %s. Reference: containernetworking/plugins %s `bridge` (isGateway, ipMasq) + `host-local` + `portmap` + `firewall`, backend %s. ",
 		r.build, "v1.10.0", orDefault(o.refBackend, "default (iptables)"))
 	p("Same features on both: bridge with the gateway, masquerade, one published TCP port per container (portMappings capability), MTU 1500, %s (dual: + %s). ", subnet4, subnet6)
-	p("Every call goes through libcni (cniVersion 1.1.0, plugins exec'd), each variant in its own private host namespace; container namespaces are made before any timing. ")
+	p("Every call goes through libcni (cniVersion 1.1.0), each variant in its own private host namespace; container namespaces are made before any timing. ")
+	p("**Driver:** every latency, throughput and CPU figure comes from a plain libcni driver, as a runtime calls plugins: this benchmark's own process forks and execs each plugin (os/exec, as libcni's invoke.RawExec does) from a thread switched into the variant's host namespace, and waits for it; CPU is that wait4's rusage. Peak RSS alone comes from a separate, untimed pass through a small spawner process (see its section). ")
 	p("Variants alternate at every container (sequential, scale) or every round (parallel) so that other load on the machine falls on all of them. Times in ms.")
 	if o.quick {
 		p(" **Quick mode: small samples, smoke test only.**")
@@ -275,7 +277,7 @@ func (r *report) markdown() string {
 			f2(e.seqP("ADD", .5)), f2(e.seqP("ADD", .99)), f2(e.seqP("CHECK", .5)), f2(e.seqP("CHECK", .99)),
 			f2(e.seqP("DEL", .5)), f2(e.seqP("DEL", .99)), f2(e.cpuPerCall("ADD")), f2(e.cpuPerCall("DEL")))
 	}
-	p("\nThe reference's fewer containers are spread evenly over the phase, alternating with nswire's. CPU: user+system time of the chain's processes and their children (host-local, iptables), per call, from wait4: less sensitive than latency to other load on the machine.\n")
+	p("\nThe reference's fewer containers are spread evenly over the phase, alternating with nswire's. CPU: user+system time of the chain's processes and their children (host-local, iptables), per call, from the driver's wait4: less sensitive than latency to other load on the machine.\n")
 
 	p("\n## Throughput: containers added, then deleted, by N parallel callers (%d rounds, alternating variants)\n\n", o.rounds)
 	p("| variant | callers | containers | ADD/s | ADD p50 | ADD p99 | DEL/s | DEL p50 | DEL p99 |\n|---|---|---|---|---|---|---|---|---|\n")
@@ -310,11 +312,11 @@ func (r *report) markdown() string {
 
 	p("%s", r.stepsMarkdown())
 
-	p("\n## Plugin processes: peak RSS (max over every call of the binary) and CPU\n\n")
+	p("\n## Plugin processes: peak RSS (untimed pass of %d ADD/CHECK/DEL per variant through the spawner)\n\n", o.rssN)
 	p("| variant | binary | calls | peak RSS MB | during | floor MB |\n|---|---|---|---|---|---|\n")
 	for _, e := range r.envs {
 		bins := map[string]bool{}
-		for k := range e.exec.snapshot() {
+		for k := range e.rss.snapshot() {
 			bins[k[0]] = true
 		}
 		names := make([]string, 0, len(bins))
@@ -327,9 +329,9 @@ func (r *report) markdown() string {
 			p("| %s | %s | %d | %s | %s | %s |\n", e.v.key, n, calls, f2(mb), verb, f2(float64(e.floorKB)/1024))
 		}
 	}
-	p("\nPeak RSS is wait4's ru_maxrss. Plugins are started by a small spawner process rather than by the benchmark: Go forks with vfork, and at execve Linux folds the high-water RSS of the parent's memory into the child's ru_maxrss, so children of the benchmark itself would all report its own peak. A child smaller than the spawner reports the spawner's peak (floor). The reference `bridge` runs `host-local`, and `bridge`/`portmap`/`firewall` run `iptables`: ru_maxrss covers a process and its waited-for children.\n")
+	p("\nPeak RSS is wait4's ru_maxrss, max over the pass's calls of the binary, on a node holding no other container of the variant (after the warm-up, before the timed phases). These plugins are started by a small spawner process in the variant's host namespace, not by the benchmark: Go forks with vfork, and at execve Linux folds the high-water RSS of the parent's memory into the child's ru_maxrss, so children of the benchmark itself would all report its own peak. A child smaller than the spawner reports the spawner's peak (floor). The reference `bridge` runs `host-local`, and `bridge`/`portmap`/`firewall` run `iptables`: ru_maxrss covers a process and its waited-for children. No call of this pass is timed or counted in any CPU figure.\n")
 
-	p("\n## Start-up: CNI_COMMAND=VERSION round trip (fork, exec, init, reply, exit, wait), %d per program, alternating; RSS floor %s MB\n\n", o.startRounds, f2(float64(r.startFloorKB)/1024))
+	p("\n## Start-up: CNI_COMMAND=VERSION round trip (fork, exec, init, reply, exit, wait; exec'd and timed by the benchmark), %d per program, alternating; peak RSS from %d more runs each through the spawner (floor %s MB)\n\n", o.startRounds, o.rssN, f2(float64(r.startFloorKB)/1024))
 	p("| program | p50 | p90 | p99 | CPU p50 | peak RSS MB | inittrace: sum of inits (median of %d) | inits done at | init allocs KB | costliest inits (ms) |\n|---|---|---|---|---|---|---|---|---|---|\n", o.traceRuns)
 	for _, sp := range r.startup {
 		p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", sp.name, f2(pct(sp.lat, .5)), f2(pct(sp.lat, .9)), f2(pct(sp.lat, .99)),

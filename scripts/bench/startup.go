@@ -45,22 +45,23 @@ func buildEmpty(dir string) (string, error) {
 }
 
 // startup times CNI_COMMAND=VERSION round trips (fork, exec, runtime and
-// package init, reply, exit, wait) of each program, alternating programs at
-// every round, then runs each with GODEBUG=inittrace=1.
-// The spawner times each run from fork to wait and reports its peak RSS.
-func startup(ctx context.Context, sp *spawner, progs []*startProg, rounds, traceRuns int) error {
+// package init, reply, exit, wait) of each program, exec'd by this process
+// and alternating programs at every round, then runs each with
+// GODEBUG=inittrace=1, then rssRuns times through the spawner for its
+// peak RSS (untimed).
+func startup(ctx context.Context, sp *spawner, progs []*startProg, rounds, traceRuns, rssRuns int) error {
 	stdin := []byte(`{"cniVersion":"1.1.0"}`)
+	env := []string{"CNI_COMMAND=VERSION", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 	run := func(p *startProg, extraEnv ...string) (time.Duration, []byte, error) {
-		env := append([]string{"CNI_COMMAND=VERSION", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"}, extraEnv...)
-		r, err := sp.run(ctx, p.path, stdin, env)
-		if err == nil && r.code != 0 {
-			err = fmt.Errorf("%s: %s", r.msg, r.stderr)
+		start := time.Now()
+		_, stderr, st, err := runIn(ctx, nil, p.path, stdin, append(slices.Clip(env), extraEnv...))
+		d := time.Since(start)
+		if err != nil {
+			err = fmt.Errorf("%v: %s", err, stderr)
+		} else if len(extraEnv) == 0 {
+			p.cpu = append(p.cpu, st.UserTime()+st.SystemTime())
 		}
-		p.rssKB = max(p.rssKB, r.rssKB)
-		if len(extraEnv) == 0 {
-			p.cpu = append(p.cpu, r.user+r.sys)
-		}
-		return r.wall, r.stderr, err
+		return d, stderr, err
 	}
 	for r := range rounds {
 		for j := range progs {
@@ -89,6 +90,18 @@ func startup(ctx context.Context, sp *spawner, progs []*startProg, rounds, trace
 			for k, v := range per {
 				p.initTop[k] += v
 			}
+		}
+	}
+	for range rssRuns {
+		for _, p := range progs {
+			r, err := sp.run(ctx, p.path, stdin, env)
+			if err == nil && r.code != 0 {
+				err = fmt.Errorf("%s: %s", r.msg, r.stderr)
+			}
+			if err != nil {
+				return fmt.Errorf("%s VERSION through the spawner: %v", p.name, err)
+			}
+			p.rssKB = max(p.rssKB, r.rssKB)
 		}
 	}
 	return nil

@@ -90,8 +90,12 @@ func variants(refDual bool, refBackend string) []variant {
 type env struct {
 	v    variant
 	host *testutil.Host
-	cni  *libcni.CNIConfig
-	exec *rusageExec
+	cni  *libcni.CNIConfig // every timed call: plainExec
+	exec *plainExec
+	// The untimed peak-RSS pass only: the same plugins through a spawner
+	// in the same host namespace, sharing the result cache.
+	rssCNI *libcni.CNIConfig
+	rss    *spawnExec
 	// How many containers the variant takes through each phase (0: it sits
 	// the phase out): the reference chain is an order of magnitude slower,
 	// so it gets smaller samples, spread over the phase.
@@ -106,7 +110,7 @@ type env struct {
 
 	res results
 
-	floorKB int64  // the spawner's own peak RSS, see spawner/main.go
+	floorKB int64  // the RSS pass spawner's own peak RSS, see spawner/main.go
 	logFile string // nswire's per-verb step log (-steps)
 
 	baseRules string // nft ruleset (stateless) after the warm-up ADD+DEL
@@ -115,18 +119,21 @@ type env struct {
 
 func newEnv(t testutil.T, v variant, binDirs []string, slots int, spawnerPath string, steps bool) *env {
 	h := testutil.NewHost(t, binDirs...)
-	ex := newRusageExec(startSpawner(t, spawnerPath, h.NetNS))
 	logFile := ""
 	if steps && v.nswire {
 		logFile = filepath.Join(t.TempDir(), "nswire.log")
 	}
+	cache := t.TempDir()
 	e := &env{
-		v: v, host: h, exec: ex, logFile: logFile,
-		cni:  libcni.NewCNIConfigWithCacheDir(binDirs, t.TempDir(), ex),
+		v: v, host: h, logFile: logFile,
+		exec: &plainExec{host: h.NetNS},
+		rss:  &spawnExec{sp: startSpawner(t, spawnerPath, h.NetNS)},
 		list: testutil.ConfList(t, "1.1.0", v.conf(h.DataDir, logFile)...),
 		errs: map[string]int{},
 		res:  results{seq: map[string][]time.Duration{}, leaks: map[string][]string{}},
 	}
+	e.cni = libcni.NewCNIConfigWithCacheDir(binDirs, cache, e.exec)
+	e.rssCNI = libcni.NewCNIConfigWithCacheDir(binDirs, cache, e.rss)
 	e.grow(t, slots)
 	return e
 }
@@ -147,19 +154,23 @@ func (e *env) rt(phase string, slot int) *libcni.RuntimeConf {
 	return rt
 }
 
-// op runs one verb for one slot and returns its latency; failures are
-// counted and the first few kept for the report.
+// op runs one verb for one slot through the plain driver and returns its
+// latency; failures are counted and the first few kept for the report.
 func (e *env) op(ctx context.Context, verb, phase string, slot int) (time.Duration, bool) {
+	return e.opVia(ctx, e.cni, verb, phase, slot)
+}
+
+func (e *env) opVia(ctx context.Context, cni *libcni.CNIConfig, verb, phase string, slot int) (time.Duration, bool) {
 	rt := e.rt(phase, slot)
 	start := time.Now()
 	var err error
 	switch verb {
 	case "ADD":
-		_, err = e.cni.AddNetworkList(ctx, e.list, rt)
+		_, err = cni.AddNetworkList(ctx, e.list, rt)
 	case "CHECK":
-		err = e.cni.CheckNetworkList(ctx, e.list, rt)
+		err = cni.CheckNetworkList(ctx, e.list, rt)
 	case "DEL":
-		err = e.cni.DelNetworkList(ctx, e.list, rt)
+		err = cni.DelNetworkList(ctx, e.list, rt)
 	}
 	d := time.Since(start)
 	e.mu.Lock()

@@ -1,5 +1,6 @@
-// Command spawner runs programs for the benchmark and reports each one's
-// rusage. It exists because of how Linux counts peak RSS: Go starts
+// Command spawner runs programs for the benchmark's untimed peak-RSS pass
+// and reports each one's peak RSS; every timed call is exec'd by the
+// benchmark itself. It exists because of how Linux counts peak RSS: Go starts
 // children with vfork (CLONE_VM), and at execve the kernel folds the
 // high-water RSS of the memory the child shared until then, the parent's,
 // into the child's ru_maxrss. A child of the benchmark (tens of MB of
@@ -12,7 +13,7 @@
 //
 //	request:  id, path, stdin, env count, env...   (empty path: report floor)
 //	response: id, exit code (-1: did not exit normally), error, stdout,
-//	          stderr, maxrss KB, user ns, system ns, wall ns
+//	          stderr, maxrss KB
 //
 // Requests run concurrently; stdin closing kills what still runs and exits.
 package main
@@ -31,7 +32,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"time"
 )
 
 func main() {
@@ -67,7 +67,7 @@ func main() {
 			defer wg.Done()
 			var r []byte
 			if len(path) == 0 {
-				r = response(id, 0, "", nil, nil, hwmKB(), 0, 0, 0)
+				r = response(id, 0, "", nil, nil, hwmKB())
 			} else {
 				r = run(ctx, id, string(path), stdin, env)
 			}
@@ -87,9 +87,7 @@ func run(ctx context.Context, id uint32, path string, stdin []byte, env []string
 	cmd.Env = env
 	cmd.Stdin = bytes.NewReader(stdin)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	start := time.Now()
 	err := cmd.Run()
-	wall := time.Since(start)
 	code, msg := int64(0), ""
 	var exitErr *exec.ExitError
 	switch {
@@ -99,17 +97,16 @@ func run(ctx context.Context, id uint32, path string, stdin []byte, env []string
 	default:
 		code, msg = -1, err.Error()
 	}
-	var rss, user, sys int64
+	var rss int64
 	if st := cmd.ProcessState; st != nil {
 		if ru, ok := st.SysUsage().(*syscall.Rusage); ok {
 			rss = ru.Maxrss
 		}
-		user, sys = int64(st.UserTime()), int64(st.SystemTime())
 	}
-	return response(id, code, msg, stdout.Bytes(), stderr.Bytes(), rss, user, sys, int64(wall))
+	return response(id, code, msg, stdout.Bytes(), stderr.Bytes(), rss)
 }
 
-func response(id uint32, code int64, msg string, stdout, stderr []byte, rss, user, sys, wall int64) []byte {
+func response(id uint32, code int64, msg string, stdout, stderr []byte, rss int64) []byte {
 	var b bytes.Buffer
 	u32 := func(v uint32) { binary.Write(&b, binary.LittleEndian, v) }
 	i64 := func(v int64) { binary.Write(&b, binary.LittleEndian, v) }
@@ -120,9 +117,6 @@ func response(id uint32, code int64, msg string, stdout, stderr []byte, rss, use
 	bs(stdout)
 	bs(stderr)
 	i64(rss)
-	i64(user)
-	i64(sys)
-	i64(wall)
 	return b.Bytes()
 }
 

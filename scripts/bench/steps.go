@@ -15,7 +15,7 @@ import (
 // stepOrder is the order nswire's handlers record their steps in
 // (pkg/plugin: t.step); steps not listed follow, sorted.
 var stepOrder = map[string][]string{
-	"ADD":   {"netns", "ipam", "bridge", "veth", "container", "firewall"},
+	"ADD":   {"netns", "owner", "ipam", "bridge", "veth", "container", "firewall"},
 	"CHECK": {"ipam", "kernel"},
 	"DEL":   {"veth", "firewall", "ipam", "unregister"},
 }

@@ -28,7 +28,8 @@ func (f *Firewall) Check(a *Attachment) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	// One round: the base chains, the attachment's chains, its elements.
+	// One round: the base chains, the layout stamps, the attachment's
+	// chains, its elements.
 	base := baseChainProbes()
 	keys := portKeys(a)
 	elems := make([]*request, len(keys))
@@ -36,6 +37,8 @@ func (f *Firewall) Check(a *Attachment) error {
 	for _, b := range base {
 		extra = append(extra, b.r)
 	}
+	stamps := stampProbes()
+	extra = append(extra, stampRequests(stamps)...)
 	for i, k := range keys {
 		elems[i] = getElemReq(inetTable, k.set(), k.key())
 		extra = append(extra, elems[i])
@@ -51,6 +54,10 @@ func (f *Firewall) Check(a *Attachment) error {
 	}
 	if err := checkBaseChains(base); err != nil {
 		return err
+	}
+	if !allCurrent(stamps) {
+		// `nft flush table` keeps sets and chains but drops every rule.
+		return mismatch("nftables tables %s were flushed or are of another layout (their rules are gone): the next ADD rebuilds them", TableName)
 	}
 	if err := checkPorts(nm, st, keys, elems); err != nil {
 		return err

@@ -1,6 +1,8 @@
 package firewall
 
 import (
+	"errors"
+	"strings"
 	"testing"
 
 	"github.com/google/nftables"
@@ -30,6 +32,11 @@ func TestRepairAfterFlush(t *testing.T) {
 		must(t, tp.fw.testConn(t).Flush(), "flush")
 		if tp.stampsCurrent() {
 			t.Fatalf("flushed table %d reported current", tb.Family)
+		}
+		// Sets and chains survive a flush, the rules do not: CHECK says so.
+		var m *Mismatch
+		if err := tp.fw.Check(c.att); !errors.As(err, &m) || !strings.Contains(err.Error(), "flushed") {
+			t.Fatalf("Check after flushing table %d = %v, want a mismatch naming the flush", tb.Family, err)
 		}
 		d := tp.addContainer(b, 3+int(tb.Family))
 		tp.add(d)

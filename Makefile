@@ -14,7 +14,7 @@ BUILD_FLAGS := -trimpath -ldflags "-s -w"
 export CGO_ENABLED := 0
 
 build:
-	$(GO) build $(BUILD_FLAGS) -o $(BIN)/ ./plugins/main/nswire ./plugins/ipam/nswire-ipam ./plugins/agent/nswire-agent
+	$(GO) build $(BUILD_FLAGS) -o $(BIN)/ ./plugins/main/nswire ./plugins/ipam/nswire-ipam ./plugins/agent/nswire-agent ./plugins/restore/nswire-restore
 
 deps:
 	bash scripts/deps.sh
@@ -42,13 +42,13 @@ bench-k8s: deps
 
 install: build
 	install -d $(PREFIX_BIN) $(PREFIX_CONF)
-	install -m 0755 $(BIN)/nswire $(BIN)/nswire-ipam $(PREFIX_BIN)/
+	install -m 0755 $(BIN)/nswire $(BIN)/nswire-ipam $(BIN)/nswire-restore $(PREFIX_BIN)/
 	@if [ -e $(PREFIX_CONF)/10-nswire.conflist ]; then \
 		echo "keeping existing $(PREFIX_CONF)/10-nswire.conflist"; \
 	else install -m 0644 conf/10-nswire.conflist $(PREFIX_CONF)/; fi
 
 uninstall:
-	rm -f $(PREFIX_BIN)/nswire $(PREFIX_BIN)/nswire-ipam
+	rm -f $(PREFIX_BIN)/nswire $(PREFIX_BIN)/nswire-ipam $(PREFIX_BIN)/nswire-restore
 	@if cmp -s conf/10-nswire.conflist $(PREFIX_CONF)/10-nswire.conflist; then \
 		rm -f $(PREFIX_CONF)/10-nswire.conflist; \
 	else echo "keeping modified $(PREFIX_CONF)/10-nswire.conflist"; fi

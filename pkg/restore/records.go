@@ -1,0 +1,116 @@
+package restore
+
+import (
+	"fmt"
+	"net"
+	"slices"
+
+	"github.com/nswire/nswire/pkg/firewall"
+)
+
+// Each network that made an attachment is recorded in nswire's inet table
+// (firewall.Networks): which subnets and bridge it owns, and the settings
+// of its network-level elements. The records go with a flushed table; ADD
+// then judges ownership without the live networks, so a live network gets
+// its record back here, built from its live attachments' intents.
+
+// unrecorded lists the live networks without a record.
+func unrecorded(recs []firewall.Network, live []*attachment) []string {
+	var out []string
+	for _, n := range fromIntents(live) {
+		if findRecord(recs, n.Name) == nil {
+			out = append(out, n.Name)
+		}
+	}
+	return out
+}
+
+// fromIntents builds each live network's record: the settings of its
+// newest attachment, the union of its attachments' subnets. live is in
+// creation order; networks come in the order of their first attachment.
+func fromIntents(live []*attachment) []firewall.Network {
+	var out []firewall.Network
+	for _, a := range live {
+		n := a.fw.Net
+		i := slices.IndexFunc(out, func(r firewall.Network) bool { return r.Name == n.Name })
+		if i < 0 {
+			out = append(out, n)
+			continue
+		}
+		n.Subnets = union(out[i].Subnets, n.Subnets)
+		out[i] = n
+	}
+	return out
+}
+
+// record writes the missing records, under the exclusive network lock. A
+// network whose subnets or bridge another record holds now (an ADD of
+// another network took them while it had no record) is reported, not
+// recorded: two records never overlap.
+func (p *pass) record(live []*attachment) error {
+	recs, err := p.fw.Networks()
+	if err != nil {
+		return err
+	}
+	var added []string
+	for _, n := range fromIntents(live) {
+		if findRecord(recs, n.Name) != nil {
+			continue
+		}
+		if other, what := conflicting(recs, n); other != "" {
+			p.report.Errors = append(p.report.Errors, fmt.Errorf(
+				"network %q is not recorded again: %s network %q, recorded since; remove one network's containers", n.Name, what, other))
+			continue
+		}
+		recs = append(recs, n)
+		added = append(added, n.Name)
+	}
+	if len(added) == 0 {
+		return nil
+	}
+	if err := p.fw.SetNetworks(recs); err != nil {
+		return err
+	}
+	for _, name := range added {
+		p.report.Records = append(p.report.Records, name)
+		p.o.Logger.Info("network recorded again", "network", name)
+	}
+	return nil
+}
+
+func findRecord(recs []firewall.Network, name string) *firewall.Network {
+	for i := range recs {
+		if recs[i].Name == name {
+			return &recs[i]
+		}
+	}
+	return nil
+}
+
+// conflicting names a record holding n's bridge or a subnet overlapping
+// one of n's, and what it holds.
+func conflicting(recs []firewall.Network, n firewall.Network) (string, string) {
+	for _, r := range recs {
+		if r.Bridge != "" && r.Bridge == n.Bridge {
+			return r.Name, fmt.Sprintf("its bridge %q belongs to", r.Bridge)
+		}
+		for _, a := range n.Subnets {
+			for _, b := range r.Subnets {
+				if a.Contains(b.IP) || b.Contains(a.IP) {
+					return r.Name, fmt.Sprintf("its subnet %s overlaps subnet %s of", a, b)
+				}
+			}
+		}
+	}
+	return "", ""
+}
+
+func union(a, b []*net.IPNet) []*net.IPNet {
+	out := slices.Clone(a)
+	for _, n := range b {
+		if !slices.ContainsFunc(out, func(m *net.IPNet) bool { return m.String() == n.String() }) {
+			out = append(out, n)
+		}
+	}
+	return out
+}

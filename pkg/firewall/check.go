@@ -43,7 +43,7 @@ func (f *Firewall) Check(a *Attachment) error {
 		elems[i] = getElemReq(inetTable, k.set(), k.key())
 		extra = append(extra, elems[i])
 	}
-	nm := namesOf(a.Net.Name, a.ContainerID, a.IfName)
+	nm := namesOf(a.ID())
 	guard := guardProbes(a, nm)
 	for _, g := range guard {
 		extra = append(extra, g.r)

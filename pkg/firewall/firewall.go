@@ -122,7 +122,7 @@ func (f *Firewall) Add(a *Attachment) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	keys := portKeys(a)
-	nm := namesOf(a.Net.Name, a.ContainerID, a.IfName)
+	nm := namesOf(a.ID())
 	var err error
 	// Read again after a rebuild, or when something vanished between
 	// the read and the commit (ENOENT).

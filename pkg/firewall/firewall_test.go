@@ -382,7 +382,7 @@ func TestDelRemovesExactlyOneAttachment(t *testing.T) {
 	if n := tp.count(brTable, setGuarded); n != 1 {
 		t.Fatalf("after Del: guard has %d elements, want 1", n)
 	}
-	nx, ny := namesOf(x.att.Net.Name, x.att.ContainerID, "eth0"), namesOf(y.att.Net.Name, y.att.ContainerID, "eth0")
+	nx, ny := namesOf(x.att.ID()), namesOf(y.att.ID())
 	if got := tp.chains(nftables.TableFamilyINet, attPrefix); len(got) != 1 || got[0] != ny.att {
 		t.Fatalf("inet attachment chains %v, want [%s]", got, ny.att)
 	}
@@ -490,7 +490,7 @@ func TestGC(t *testing.T) {
 	tp.add(o)
 	// cs[0]'s record chain is gone (deleted behind nswire's back): GC
 	// still finds its guard elements through their owner.
-	lost := &nftables.Chain{Table: brTable, Name: namesOf(b.Name, cs[0].att.ContainerID, "eth0").guard}
+	lost := &nftables.Chain{Table: brTable, Name: namesOf(cs[0].att.ID()).guard}
 	tp.fw.testConn(t).FlushChain(lost)
 	tp.fw.testConn(t).DelChain(lost)
 	must(t, tp.fw.testConn(t).Flush(), "delete record chain")

@@ -10,17 +10,17 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/google/nftables"
+	"github.com/nswire/nswire/pkg/ident"
 )
 
 // Addresses lists, for each attachment of network, the addresses its
-// anti-spoofing record lets it send from, keyed by owner
-// ("network/containerID/ifname"). It lists chains: a recovery path (the
-// IPAM store was lost), never ADD's or DEL's.
-func (f *Firewall) Addresses(network string) (map[string][]net.IP, error) {
+// anti-spoofing record lets it send from. It lists chains: a recovery
+// path (the IPAM store was lost), never ADD's or DEL's.
+func (f *Firewall) Addresses(network string) (map[ident.Attachment][]net.IP, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	prefix := guardPrefix + netTag(network) + "-"
-	out := map[string][]net.IP{}
+	out := map[ident.Attachment][]net.IP{}
 	nft, err := f.conn()
 	if err != nil {
 		return nil, err
@@ -38,8 +38,9 @@ func (f *Firewall) Addresses(network string) (map[string][]net.IP, error) {
 			if err != nil {
 				return nil, err
 			}
-			if g, ok := parseGuardRecord(comments); ok {
-				out[g.owner] = slices.DeleteFunc(g.ips, func(ip net.IP) bool { return !ip.IsGlobalUnicast() })
+			g, ok := parseGuardRecord(comments)
+			if id, valid := ident.ParseAttachment(g.owner); ok && valid {
+				out[id] = slices.DeleteFunc(g.ips, func(ip net.IP) bool { return !ip.IsGlobalUnicast() })
 			}
 		}
 	}
@@ -56,7 +57,7 @@ func (f *Firewall) GC(n Network, valid []types.GCAttachment) error {
 	defer f.mu.Unlock()
 	keep := map[string]bool{}
 	for _, v := range valid {
-		keep[attTag(n.Name, v.ContainerID, v.IfName)] = true
+		keep[attTag(ident.Attachment{Network: n.Name, ContainerID: v.ContainerID, IfName: v.IfName})] = true
 	}
 	prefixTag := netTag(n.Name) + "-"
 	stale := map[string]bool{}
@@ -136,8 +137,8 @@ func (f *Firewall) gcUnrecorded(network string, keep map[string]bool) error {
 			return fmt.Errorf("firewall: gc: %w", err)
 		}
 		for _, e := range els {
-			id, ok := parseOwner(e.comment)
-			if !ok || id[0] != network || keep[attTag(id[0], id[1], id[2])] {
+			id, ok := ident.ParseAttachment(e.comment)
+			if !ok || id.Network != network || keep[attTag(id)] {
 				continue
 			}
 			g, err := f.listGuard(t, string(bytes.TrimRight(e.key, "\x00")))

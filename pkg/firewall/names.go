@@ -2,10 +2,10 @@ package firewall
 
 import (
 	"fmt"
-	"github.com/nswire/nswire/pkg/ident"
 	"net"
 	"strconv"
-	"strings"
+
+	"github.com/nswire/nswire/pkg/ident"
 )
 
 func hash(parts ...string) string { return ident.Hex(32, parts...) }
@@ -16,9 +16,7 @@ func netTag(network string) string { return hash(network)[:8] }
 
 // attTag is 16 hex digits naming an attachment (collisions need 2^32
 // attachments on one network).
-func attTag(network, containerID, ifName string) string {
-	return hash(network, containerID, ifName)[:16]
-}
+func attTag(id ident.Attachment) string { return id.Hex(16) }
 
 // names are the per-attachment objects, all derived from the identity.
 type names struct {
@@ -27,10 +25,10 @@ type names struct {
 	guard string // anti-spoof record chain (bridge table, or inet table in routed mode)
 }
 
-func namesOf(network, containerID, ifName string) names {
-	n, a := netTag(network), attTag(network, containerID, ifName)
+func namesOf(id ident.Attachment) names {
+	n, a := netTag(id.Network), attTag(id)
 	return names{
-		owner: network + "/" + containerID + "/" + ifName,
+		owner: id.String(),
 		att:   attPrefix + n + "-" + a,
 		guard: guardPrefix + n + "-" + a,
 	}
@@ -40,14 +38,8 @@ func namesOf(network, containerID, ifName string) names {
 // chains nm names. GC knows an attachment only by the tags in its chain
 // names, so the comment's identity is hashed back to them.
 func ownedBy(comment string, nm names) bool {
-	id, ok := parseOwner(comment)
-	return ok && namesOf(id[0], id[1], id[2]).att == nm.att
-}
-
-// parseOwner splits an element comment "network/containerID/ifname".
-func parseOwner(comment string) ([]string, bool) {
-	id := strings.Split(comment, "/")
-	return id, len(id) == 3
+	id, ok := ident.ParseAttachment(comment)
+	return ok && namesOf(id).att == nm.att
 }
 
 // portKey is one published (family, protocol, host address, host port):

@@ -103,7 +103,7 @@ func TestReAddAfterRecordLost(t *testing.T) {
 	b := tp.addBridge(1, nil)
 	x := tp.addContainer(b, 2, Port{Proto: "tcp", HostPort: 8080, ContainerPort: 80})
 	tp.add(x)
-	nm := namesOf(x.att.Net.Name, x.att.ContainerID, x.att.IfName)
+	nm := namesOf(x.att.ID())
 	tp.fw.testConn(t).FlushChain(&nftables.Chain{Table: inetTable, Name: nm.att})
 	must(t, tp.fw.testConn(t).Flush(), "flush record")
 	if err := tp.fw.Check(x.att); err == nil {
@@ -125,7 +125,7 @@ func TestDelAfterGuardRecordLost(t *testing.T) {
 	y := tp.addContainer(b, 3)
 	tp.add(x)
 	tp.add(y)
-	nm := namesOf(x.att.Net.Name, x.att.ContainerID, x.att.IfName)
+	nm := namesOf(x.att.ID())
 	tp.fw.testConn(t).FlushChain(&nftables.Chain{Table: brTable, Name: nm.guard})
 	must(t, tp.fw.testConn(t).Flush(), "flush record")
 	must(t, tp.fw.Del(x.att), "Del")

@@ -287,7 +287,7 @@ func (st *state) empty() bool {
 func (f *Firewall) Del(a *Attachment) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	nm := namesOf(a.Net.Name, a.ContainerID, a.IfName)
+	nm := namesOf(a.ID())
 	return f.delByNames(nm, a.HostIf)
 }
 

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 
 	"github.com/containernetworking/cni/pkg/types"
+	"github.com/nswire/nswire/pkg/ident"
 )
 
 // Port is one published port: traffic for HostPort on the host goes to
@@ -43,6 +44,11 @@ type Attachment struct {
 	IPs         []*net.IPNet     // container addresses
 	MAC         net.HardwareAddr // container MAC; nil disables the MAC checks
 	Ports       []Port
+}
+
+// ID is the attachment's identity.
+func (a *Attachment) ID() ident.Attachment {
+	return ident.Attachment{Network: a.Net.Name, ContainerID: a.ContainerID, IfName: a.IfName}
 }
 
 // ErrPortConflict is the CNI error code for a published port that another

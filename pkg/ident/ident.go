@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"strings"
 )
 
 // Sum hashes the parts joined by NUL, so ("ab", "c") and ("a", "bc")
@@ -83,3 +84,29 @@ func CheckName(s string, max int) error {
 	}
 	return nil
 }
+
+// Attachment is one container interface on one network: the identity every
+// per-attachment name nswire derives (host veth, its marker, nftables
+// chains and element comments, intent files) starts from.
+type Attachment struct {
+	Network, ContainerID, IfName string
+}
+
+// String is "network/containerID/ifname", the form markers and element
+// comments carry. None of the three contains a '/': the network name by
+// CheckNetworkName, the others by the CNI spec (skel checks them).
+func (a Attachment) String() string {
+	return a.Network + "/" + a.ContainerID + "/" + a.IfName
+}
+
+// ParseAttachment reads String's form.
+func ParseAttachment(s string) (Attachment, bool) {
+	parts := strings.Split(s, "/")
+	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
+		return Attachment{}, false
+	}
+	return Attachment{Network: parts[0], ContainerID: parts[1], IfName: parts[2]}, true
+}
+
+// Hex is the first n hex digits of the identity's hash.
+func (a Attachment) Hex(n int) string { return Hex(n, a.Network, a.ContainerID, a.IfName) }

@@ -33,3 +33,15 @@ func TestPrefixesSpread(t *testing.T) {
 		seen[p] = id
 	}
 }
+
+func TestAttachmentString(t *testing.T) {
+	a := Attachment{Network: "net-1", ContainerID: "c0ffee", IfName: "eth0"}
+	if got, ok := ParseAttachment(a.String()); !ok || got != a {
+		t.Errorf("ParseAttachment(%q) = %v, %v", a.String(), got, ok)
+	}
+	for _, bad := range []string{"", "a/b", "a/b/c/d", "/b/c", "a//c"} {
+		if _, ok := ParseAttachment(bad); ok {
+			t.Errorf("ParseAttachment(%q) accepted", bad)
+		}
+	}
+}

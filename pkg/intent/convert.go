@@ -59,7 +59,7 @@ func (in Intent) Attachment() (*firewall.Attachment, error) {
 		a.Ports = append(a.Ports, q)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("intent of %s/%s/%s: %w", in.Network, in.ContainerID, in.IfName, err)
+		return nil, fmt.Errorf("intent of %s: %w", in.ID(), err)
 	}
 	return a, nil
 }

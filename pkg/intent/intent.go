@@ -83,9 +83,12 @@ func Networks(dataDir string) ([]string, error) {
 	return out, err
 }
 
-func fileName(network, containerID, ifName string) string {
-	return ident.Hex(32, network, containerID, ifName) + ".json"
+// ID is the attachment the intent is of.
+func (in Intent) ID() ident.Attachment {
+	return ident.Attachment{Network: in.Network, ContainerID: in.ContainerID, IfName: in.IfName}
 }
+
+func fileName(id ident.Attachment) string { return id.Hex(32) + ".json" }
 
 // Save writes in's file, replacing an earlier one of the same attachment.
 func Save(dir string, in Intent) error {
@@ -105,18 +108,18 @@ func Save(dir string, in Intent) error {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(f.Name(), filepath.Join(dir, fileName(in.Network, in.ContainerID, in.IfName)))
+		err = os.Rename(f.Name(), filepath.Join(dir, fileName(in.ID())))
 	}
 	if err != nil {
 		os.Remove(f.Name())
-		return fmt.Errorf("intent of %s/%s/%s: %w", in.Network, in.ContainerID, in.IfName, err)
+		return fmt.Errorf("intent of %s: %w", in.ID(), err)
 	}
 	return nil
 }
 
 // Remove deletes an attachment's file; a missing one is fine.
-func Remove(dir, network, containerID, ifName string) error {
-	err := os.Remove(filepath.Join(dir, fileName(network, containerID, ifName)))
+func Remove(dir string, id ident.Attachment) error {
+	err := os.Remove(filepath.Join(dir, fileName(id)))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("intent: %w", err)
 	}
@@ -156,7 +159,7 @@ func Load(dir string) ([]Intent, error) {
 
 // Prune removes the intents for which keep is false, and temporary files
 // a killed Save left. GC calls it; GC is exclusive with the network's ADDs.
-func Prune(dir string, keep func(containerID, ifName string) bool) error {
+func Prune(dir string, keep func(ident.Attachment) bool) error {
 	entries, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -170,7 +173,7 @@ func Prune(dir string, keep func(containerID, ifName string) bool) error {
 		if !strings.HasPrefix(e.Name(), "tmp.") {
 			var in Intent
 			b, err := os.ReadFile(path)
-			if err != nil || json.Unmarshal(b, &in) != nil || keep(in.ContainerID, in.IfName) {
+			if err != nil || json.Unmarshal(b, &in) != nil || keep(in.ID()) {
 				continue
 			}
 		}

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/nswire/nswire/pkg/firewall"
+	"github.com/nswire/nswire/pkg/ident"
 	"github.com/nswire/nswire/pkg/shaping"
 )
 
@@ -47,7 +48,7 @@ func TestSaveLoadRemove(t *testing.T) {
 	if got[0].Limits() != l {
 		t.Errorf("limits %+v, want %+v", got[0].Limits(), l)
 	}
-	if err := Prune(dir, func(cid, ifName string) bool { return cid == "c1" }); err != nil {
+	if err := Prune(dir, func(id ident.Attachment) bool { return id.ContainerID == "c1" }); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "tmp.123")); !os.IsNotExist(err) {
@@ -56,10 +57,11 @@ func TestSaveLoadRemove(t *testing.T) {
 	if got, _ := Load(dir); len(got) != 1 {
 		t.Errorf("Prune removed a kept intent")
 	}
-	if err := Remove(dir, "n1", "c1", "eth0"); err != nil {
+	id := ident.Attachment{Network: "n1", ContainerID: "c1", IfName: "eth0"}
+	if err := Remove(dir, id); err != nil {
 		t.Fatal(err)
 	}
-	if err := Remove(dir, "n1", "c1", "eth0"); err != nil {
+	if err := Remove(dir, id); err != nil {
 		t.Errorf("second Remove: %v", err)
 	}
 	if got, _ := Load(dir); len(got) != 0 {

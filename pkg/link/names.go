@@ -1,8 +1,9 @@
 package link
 
 import (
-	"github.com/nswire/nswire/pkg/ident"
 	"strings"
+
+	"github.com/nswire/nswire/pkg/ident"
 )
 
 // HostVethPrefix starts the name of every host-side veth nswire creates.
@@ -11,8 +12,8 @@ const HostVethPrefix = "nsw"
 // HostVethName derives the host end's name from the attachment identity, so
 // DEL and GC find it without state. 12 hex digits keep collisions out of
 // reach (2^48) within the kernel's 15-character limit.
-func HostVethName(network, containerID, ifName string) string {
-	return HostVethPrefix + ident.Hex(12, network, containerID, ifName)
+func HostVethName(a ident.Attachment) string {
+	return HostVethPrefix + a.Hex(12)
 }
 
 // OwnerGroup is the device group (IFLA_GROUP) nswire creates its links
@@ -25,19 +26,15 @@ const OwnerGroup uint32 = 0x6e737700 // "nsw\0"
 const aliasPrefix = "nswire/"
 
 // Alias is the marker stored as the host veth's ifalias.
-func Alias(network, containerID, ifName string) string {
-	return aliasPrefix + network + "/" + containerID + "/" + ifName
+func Alias(a ident.Attachment) string {
+	return aliasPrefix + a.String()
 }
 
-// ParseAlias splits an nswire marker; ok is false for links nswire does not own.
-func ParseAlias(alias string) (network, containerID, ifName string, ok bool) {
+// ParseAlias reads a marker; ok is false for links nswire does not own.
+func ParseAlias(alias string) (ident.Attachment, bool) {
 	rest, found := strings.CutPrefix(alias, aliasPrefix)
 	if !found {
-		return "", "", "", false
+		return ident.Attachment{}, false
 	}
-	parts := strings.Split(rest, "/")
-	if len(parts) != 3 {
-		return "", "", "", false
-	}
-	return parts[0], parts[1], parts[2], true
+	return ident.ParseAttachment(rest)
 }

@@ -43,7 +43,7 @@ func markedLink(network string) (string, error) {
 		return "", fmt.Errorf("list links: %w", err)
 	}
 	for _, l := range links {
-		if n, _, _, ok := ParseAlias(l.Attrs().Alias); ok && n == network {
+		if id, ok := ParseAlias(l.Attrs().Alias); ok && id.Network == network {
 			return l.Attrs().Name, nil
 		}
 	}

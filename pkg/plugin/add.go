@@ -158,7 +158,7 @@ func protect(n *config.Net, args *skel.CmdArgs, p *plan, res *current.Result, un
 	if err := intent.Save(intents, intent.Of(a, l)); err != nil {
 		return types.NewError(types.ErrIOFailure, err.Error(), "")
 	}
-	undo.push(func() error { return intent.Remove(intents, n.Name, args.ContainerID, args.IfName) })
+	undo.push(func() error { return intent.Remove(intents, attachment(n, args)) })
 	return nil
 }
 

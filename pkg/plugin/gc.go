@@ -8,6 +8,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/nswire/nswire/pkg/config"
+	"github.com/nswire/nswire/pkg/ident"
 	"github.com/nswire/nswire/pkg/link"
 	"github.com/nswire/nswire/pkg/shaping"
 )
@@ -21,9 +22,9 @@ func GC(args *skel.CmdArgs) (err error) {
 	if err != nil {
 		return err
 	}
-	valid := map[string]bool{}
+	valid := map[ident.Attachment]bool{}
 	for _, a := range n.ValidAttachments {
-		valid[a.ContainerID+"/"+a.IfName] = true
+		valid[ident.Attachment{Network: n.Name, ContainerID: a.ContainerID, IfName: a.IfName}] = true
 	}
 	linkErr := gcLinks(n, valid)
 	t.step("links")
@@ -35,18 +36,18 @@ func GC(args *skel.CmdArgs) (err error) {
 	return errors.Join(linkErr, fwErr, intentErr, ipamErr)
 }
 
-func gcLinks(n *config.Net, valid map[string]bool) error {
+func gcLinks(n *config.Net, valid map[ident.Attachment]bool) error {
 	links, err := link.LinkList(nil)
 	if err != nil {
 		return fmt.Errorf("list links: %w", err)
 	}
-	return errors.Join(gcHalfMade(n, links), gcMarked(n.Name, links, valid), gcOrphanIfbs(links))
+	return errors.Join(gcHalfMade(n, links, valid), gcMarked(n.Name, links, valid), gcOrphanIfbs(links))
 }
 
 // gcHalfMade removes host ends a killed ADD left before marking them:
 // nswire's device group, no alias, on this network's bridge (GC is
 // exclusive with this network's ADDs), not a valid attachment's name.
-func gcHalfMade(n *config.Net, links []netlink.Link) error {
+func gcHalfMade(n *config.Net, links []netlink.Link, valid map[ident.Attachment]bool) error {
 	if !n.Bridged() {
 		return nil
 	}
@@ -57,8 +58,8 @@ func gcHalfMade(n *config.Net, links []netlink.Link) error {
 		}
 	}
 	validNames := map[string]bool{}
-	for _, a := range n.ValidAttachments {
-		validNames[link.HostVethName(n.Name, a.ContainerID, a.IfName)] = true
+	for id := range valid {
+		validNames[link.HostVethName(id)] = true
 	}
 	var errs []error
 	for _, l := range links {
@@ -77,11 +78,11 @@ func gcHalfMade(n *config.Net, links []netlink.Link) error {
 // gcMarked removes this network's marked host ends whose attachment is not
 // valid. Shaping goes first: while the veth exists, a GC killed midway is
 // finished by the next one.
-func gcMarked(network string, links []netlink.Link, valid map[string]bool) error {
+func gcMarked(network string, links []netlink.Link, valid map[ident.Attachment]bool) error {
 	var errs []error
 	for _, l := range links {
-		net, cid, ifName, ok := link.ParseAlias(l.Attrs().Alias)
-		if !ok || net != network || valid[cid+"/"+ifName] {
+		id, ok := link.ParseAlias(l.Attrs().Alias)
+		if !ok || id.Network != network || valid[id] {
 			continue
 		}
 		errs = append(errs, shaping.Remove(nil, l.Attrs().Name))

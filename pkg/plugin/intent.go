@@ -3,6 +3,7 @@ package plugin
 import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/nswire/nswire/pkg/config"
+	"github.com/nswire/nswire/pkg/ident"
 	"github.com/nswire/nswire/pkg/intent"
 	"github.com/nswire/nswire/pkg/ipam"
 )
@@ -23,12 +24,10 @@ func intentDir(n *config.Net, cfg *ipam.Config, stdin []byte) string {
 
 // removeIntent is DEL's part: the attachment's intent file goes with it.
 func removeIntent(n *config.Net, args *skel.CmdArgs) error {
-	return intent.Remove(intentDir(n, nil, args.StdinData), n.Name, args.ContainerID, args.IfName)
+	return intent.Remove(intentDir(n, nil, args.StdinData), attachment(n, args))
 }
 
 // pruneIntents is GC's part: intents of attachments not in valid go.
-func pruneIntents(n *config.Net, stdin []byte, valid map[string]bool) error {
-	return intent.Prune(intentDir(n, nil, stdin), func(containerID, ifName string) bool {
-		return valid[containerID+"/"+ifName]
-	})
+func pruneIntents(n *config.Net, stdin []byte, valid map[ident.Attachment]bool) error {
+	return intent.Prune(intentDir(n, nil, stdin), func(id ident.Attachment) bool { return valid[id] })
 }

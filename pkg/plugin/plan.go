@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nswire/nswire/pkg/config"
+	"github.com/nswire/nswire/pkg/ident"
 	"github.com/nswire/nswire/pkg/link"
 )
 
@@ -44,9 +45,15 @@ func checkIdentity(n *config.Net, args *skel.CmdArgs) error {
 	return nil
 }
 
+// attachment is the identity of the call's attachment.
+func attachment(n *config.Net, args *skel.CmdArgs) ident.Attachment {
+	return ident.Attachment{Network: n.Name, ContainerID: args.ContainerID, IfName: args.IfName}
+}
+
+// identity is the host end's name and marker.
 func identity(n *config.Net, args *skel.CmdArgs) (hostName, alias string) {
-	return link.HostVethName(n.Name, args.ContainerID, args.IfName),
-		link.Alias(n.Name, args.ContainerID, args.IfName)
+	id := attachment(n, args)
+	return link.HostVethName(id), link.Alias(id)
 }
 
 // newPlan fills in gateways and routes around IPAM's answer. It also

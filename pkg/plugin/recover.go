@@ -9,6 +9,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/nswire/nswire/pkg/config"
+	"github.com/nswire/nswire/pkg/ident"
 	"github.com/nswire/nswire/pkg/ipam"
 )
 
@@ -32,8 +33,8 @@ func restoreReservations(n *config.Net, cfg *ipam.Config) error {
 	if err != nil {
 		return fmt.Errorf("ipam store lost, and reading the addresses of live attachments from the firewall failed: %w", err)
 	}
-	for owner, ips := range owned {
-		if err := reReserve(cfg, owner, ips); err != nil {
+	for id, ips := range owned {
+		if err := reReserve(cfg, id, ips); err != nil {
 			return err
 		}
 	}
@@ -42,10 +43,8 @@ func restoreReservations(n *config.Net, cfg *ipam.Config) error {
 
 // reReserve gives an attachment back its addresses as a static request
 // (and only them: the current call's requests are not the owner's).
-func reReserve(cfg *ipam.Config, owner string, ips []net.IP) error {
-	_, rest, _ := strings.Cut(owner, "/")
-	cid, ifName, ok := strings.Cut(rest, "/")
-	if !ok || len(ips) == 0 {
+func reReserve(cfg *ipam.Config, id ident.Attachment, ips []net.IP) error {
+	if len(ips) == 0 {
 		return nil
 	}
 	restore := *cfg
@@ -57,9 +56,9 @@ func reReserve(cfg *ipam.Config, owner string, ips []net.IP) error {
 			restore.Requested = append(restore.Requested, a.Unmap())
 		}
 	}
-	if _, err := ipam.Allocate(&restore, ipam.Request{ContainerID: cid, IfName: ifName}); err != nil {
+	if _, err := ipam.Allocate(&restore, ipam.Request{ContainerID: id.ContainerID, IfName: id.IfName}); err != nil {
 		return types.NewError(types.ErrTryAgainLater,
-			fmt.Sprintf("ipam store was lost; restoring %s of %s failed", strings.Join(addrs, ","), owner), err.Error())
+			fmt.Sprintf("ipam store was lost; restoring %s of %s failed", strings.Join(addrs, ","), id), err.Error())
 	}
 	return nil
 }

@@ -86,7 +86,7 @@ func (hs *host) add(network string, in intent.Intent) {
 
 // owned reports whether l is the host veth of in's attachment.
 func owned(l netlink.Link, in intent.Intent) bool {
-	return l != nil && l.Attrs().Alias == link.Alias(in.Network, in.ContainerID, in.IfName)
+	return l != nil && l.Attrs().Alias == link.Alias(in.ID())
 }
 
 // stillLive looks the attachment's veth up again: the same link (by

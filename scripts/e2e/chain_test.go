@@ -11,6 +11,7 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
+	"github.com/nswire/nswire/pkg/ident"
 	"github.com/nswire/nswire/pkg/link"
 	"github.com/nswire/nswire/pkg/testutil"
 )
@@ -116,7 +117,7 @@ func chain(t *testing.T, tc chainCase, idx int) {
 	})
 	resA, resB := added[rtA], added[rtB]
 	ipA, gw := resA.IPs[0].Address.IP, resA.IPs[0].Gateway
-	vethA := link.HostVethName(name, rtA.ContainerID, "eth0")
+	vethA := link.HostVethName(ident.Attachment{Network: name, ContainerID: rtA.ContainerID, IfName: "eth0"})
 
 	// tuning
 	if tc.tuning != nil {

@@ -15,6 +15,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 
+	"github.com/nswire/nswire/pkg/ident"
 	"github.com/nswire/nswire/pkg/link"
 	"github.com/nswire/nswire/pkg/shaping"
 	"github.com/nswire/nswire/pkg/testutil"
@@ -215,7 +216,7 @@ func cnitoolLifecycle(t *testing.T, src string, idx int) {
 	}
 	resA := parseResult(t, out)
 	idA := cnitoolID(a.Path())
-	vethA := link.HostVethName(c.name, idA, "eth0")
+	vethA := link.HostVethName(ident.Attachment{Network: c.name, ContainerID: idA, IfName: "eth0"})
 	assertAttached(t, h, c, a, resA, idA)
 	if c.caps["mac"] {
 		if got := a.Link("eth0").Attrs().HardwareAddr.String(); got != mac {
@@ -276,7 +277,7 @@ func cnitoolLifecycle(t *testing.T, src string, idx int) {
 	if _, err := tool.run("del", c.name, b.Path(), ""); err != nil {
 		t.Fatalf("cnitool del b: %v", err)
 	}
-	if _, err := h.Handle().LinkByName(link.HostVethName(c.name, idB, "eth0")); err == nil {
+	if _, err := h.Handle().LinkByName(link.HostVethName(ident.Attachment{Network: c.name, ContainerID: idB, IfName: "eth0"})); err == nil {
 		t.Errorf("host veth of b survived DEL")
 	}
 	if n := reservations(h.DataDir, c.name); n != len(resA.IPs) {
@@ -310,7 +311,7 @@ func cnitoolLifecycle(t *testing.T, src string, idx int) {
 	if err != nil {
 		t.Fatalf("cnitool add (lost cache): %v", err)
 	}
-	vethLost := link.HostVethName(c.name, cnitoolID(lost.Path()), "eth0")
+	vethLost := link.HostVethName(ident.Attachment{Network: c.name, ContainerID: cnitoolID(lost.Path()), IfName: "eth0"})
 	h.Link(vethLost)
 
 	// cnitool gc passes no valid attachments: libcni DELs every cached
@@ -373,8 +374,8 @@ func parseResult(t *testing.T, out string) *current.Result {
 // result, and routes via the gateway.
 func assertAttached(t *testing.T, h *testutil.Host, c *exampleConf, n *testutil.NS, res *current.Result, id string) {
 	t.Helper()
-	hv := h.Link(link.HostVethName(c.name, id, "eth0"))
-	if want := link.Alias(c.name, id, "eth0"); hv.Attrs().Alias != want {
+	hv := h.Link(link.HostVethName(ident.Attachment{Network: c.name, ContainerID: id, IfName: "eth0"}))
+	if want := link.Alias(ident.Attachment{Network: c.name, ContainerID: id, IfName: "eth0"}); hv.Attrs().Alias != want {
 		t.Errorf("host veth alias %q, want %q", hv.Attrs().Alias, want)
 	}
 	if hv.Attrs().Flags&net.FlagUp == 0 {

@@ -19,6 +19,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/nswire/nswire/pkg/ident"
 	"github.com/nswire/nswire/pkg/link"
 	"github.com/nswire/nswire/pkg/testutil"
 )
@@ -88,11 +89,11 @@ func TestPodman(t *testing.T) {
 
 	// kernel state
 	for _, id := range []string{idA, idB} {
-		hv, err := netlink.LinkByName(link.HostVethName(p.netName, id, "eth0"))
+		hv, err := netlink.LinkByName(link.HostVethName(ident.Attachment{Network: p.netName, ContainerID: id, IfName: "eth0"}))
 		if err != nil {
 			t.Fatalf("host veth of %.12s: %v", id, err)
 		}
-		if hv.Attrs().Alias != link.Alias(p.netName, id, "eth0") {
+		if hv.Attrs().Alias != link.Alias(ident.Attachment{Network: p.netName, ContainerID: id, IfName: "eth0"}) {
 			t.Errorf("host veth alias %q", hv.Attrs().Alias)
 		}
 	}

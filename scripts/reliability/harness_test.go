@@ -108,7 +108,9 @@ type att struct {
 
 func (a *att) String() string { return a.net.name + "/" + a.id + "/" + a.ifname }
 
-func (a *att) hostVeth() string { return link.HostVethName(a.net.name, a.id, a.ifname) }
+func (a *att) hostVeth() string {
+	return link.HostVethName(ident.Attachment{Network: a.net.name, ContainerID: a.id, IfName: a.ifname})
+}
 
 // shaped reports whether the attachment has an ifb (egress shaping).
 func (a *att) shaped() bool {
@@ -343,7 +345,7 @@ func (r *rig) diff(nets []*network, live []*att) ([]string, error) {
 	var wantChains []string
 	wantRes := map[string]string{}
 	for _, a := range live {
-		wantLinks[a.hostVeth()] = link.Alias(a.net.name, a.id, a.ifname)
+		wantLinks[a.hostVeth()] = link.Alias(ident.Attachment{Network: a.net.name, ContainerID: a.id, IfName: a.ifname})
 		if a.shaped() {
 			wantLinks[shaping.IfbName(a.hostVeth())] = "nswire-shaping/" + a.hostVeth()
 		}

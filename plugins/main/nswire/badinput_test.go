@@ -12,6 +12,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/vishvananda/netlink"
 
+	"github.com/nswire/nswire/pkg/ident"
 	"github.com/nswire/nswire/pkg/link"
 	"github.com/nswire/nswire/pkg/testutil"
 )
@@ -125,7 +126,7 @@ func TestBadInput(t *testing.T) {
 			return nil, conf(f, nil)
 		}},
 		{"host veth name taken by a foreign link", 4, "cannot be replaced", func(t *testing.T, f *fixture, cns *testutil.NS) (map[string]string, []byte) {
-			name := link.HostVethName(f.name, "bad", "eth0")
+			name := link.HostVethName(ident.Attachment{Network: f.name, ContainerID: "bad", IfName: "eth0"})
 			veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: testutil.Name("peer")}
 			if err := f.host.Handle().LinkAdd(veth); err != nil {
 				t.Fatal(err)

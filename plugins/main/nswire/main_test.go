@@ -12,6 +12,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 
+	"github.com/nswire/nswire/pkg/ident"
 	"github.com/nswire/nswire/pkg/intent"
 	"github.com/nswire/nswire/pkg/link"
 	"github.com/nswire/nswire/pkg/testutil"
@@ -110,7 +111,7 @@ func (c *container) gateway(v4 bool) net.IP {
 
 // hostVeth is the host end's name for container c.
 func (f *fixture) hostVeth(c *container) string {
-	return link.HostVethName(f.name, c.rt.ContainerID, c.rt.IfName)
+	return link.HostVethName(ident.Attachment{Network: f.name, ContainerID: c.rt.ContainerID, IfName: c.rt.IfName})
 }
 
 // reservations counts the reservation files of the network (nswire-ipam

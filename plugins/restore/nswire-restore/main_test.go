@@ -17,6 +17,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/google/nftables"
 
+	"github.com/nswire/nswire/pkg/ident"
 	"github.com/nswire/nswire/pkg/link"
 	"github.com/nswire/nswire/pkg/restore"
 	"github.com/nswire/nswire/pkg/testutil"
@@ -121,7 +122,7 @@ func (c *container) check() error {
 }
 
 func (c *container) hostVeth() string {
-	return link.HostVethName(c.n.name, c.rt.ContainerID, c.rt.IfName)
+	return link.HostVethName(ident.Attachment{Network: c.n.name, ContainerID: c.rt.ContainerID, IfName: c.rt.IfName})
 }
 
 func (c *container) ip4() net.IP { return testutil.Family(c.res, true).Address.IP }

@@ -5,6 +5,11 @@
 // state from the kernel, and one idempotent sync runs on any Node event or
 // resync tick. It owns only its conflist file and the routes marked with
 // RouteProtocol, and leaves both in place when it stops.
+//
+// With Config.Restore set, it also runs pkg/restore's watcher in-process,
+// beside the sync loop and independent of it: after a firewall reload (or
+// a tc command) takes nswire's state from running pods, their published
+// ports, masquerade, isolation and shaping come back within milliseconds.
 package agent
 
 import (
@@ -12,6 +17,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -24,6 +30,8 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
+
+	"github.com/nswire/nswire/pkg/restore"
 )
 
 // DefaultResync is how often the agent re-checks the kernel without a Node
@@ -43,6 +51,13 @@ type Config struct {
 	DisableRoutes bool            // another routing engine carries pod CIDR routes
 	Resync        time.Duration   // 0 means DefaultResync
 	Logger        *slog.Logger    // nil means slog.Default()
+
+	// Restore, when set, runs restore.Watch with these options while the
+	// agent runs: nswire's firewall and shaping state of running pods is
+	// applied again after a firewall reload. ConfDir "" means the agent's
+	// ConfDir, Logger nil the agent's; NetNSFd 0 is the caller's
+	// namespace (as for the plugins, the host's). nil: no watcher.
+	Restore *restore.Options
 }
 
 // Agent is one node's agent. Run it once.
@@ -110,6 +125,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer broadcaster.Shutdown()
 	factory.Start(ctx.Done())
 	defer factory.Shutdown()
+	if a.cfg.Restore != nil {
+		// Its own goroutine: a pass never delays a sync, and Run waits
+		// for a pass under way to end before it returns.
+		var wg sync.WaitGroup
+		wg.Go(func() { a.runRestore(ctx, *a.cfg.Restore) })
+		defer wg.Wait()
+	}
 	go func() {
 		// An empty cluster sends no Add event; sync once the list is in.
 		if cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
@@ -117,7 +139,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}()
 	a.log.Info("nswire-agent started", "node", a.cfg.NodeName, "confDir", a.cfg.ConfDir,
-		"routes", a.routes != nil, "resync", a.cfg.Resync.String())
+		"routes", a.routes != nil, "restore", a.cfg.Restore != nil, "resync", a.cfg.Resync.String())
 	a.loop(ctx)
 	a.log.Info("nswire-agent stopping; conflist and routes stay in place")
 	return nil

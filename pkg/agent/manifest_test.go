@@ -46,7 +46,8 @@ func manifestObjects(t *testing.T) []runtime.Object {
 
 // TestManifest checks what the manifest promises: RBAC limited to reading
 // nodes and writing events, an unprivileged DaemonSet on the host network
-// everywhere, with probes on the health port and the CNI mounts.
+// everywhere, with probes on the health port, the CNI mounts and those of
+// the restore watcher.
 func TestManifest(t *testing.T) {
 	var ds *appsv1.DaemonSet
 	for _, obj := range manifestObjects(t) {
@@ -76,8 +77,25 @@ func TestManifest(t *testing.T) {
 	for _, v := range spec.Volumes {
 		paths = append(paths, v.HostPath.Path)
 	}
-	if !slices.Equal(paths, []string{"/opt/cni/bin", "/etc/cni/net.d", "/var/lib/cni"}) {
+	if !slices.Equal(paths, []string{"/opt/cni/bin", "/etc/cni/net.d", "/var/lib/cni/networks", "/run/nswire"}) {
 		t.Errorf("host paths %v", paths)
+	}
+	// The restore watcher reads the IPAM dataDir the conflist names (the
+	// host's path, read-only) and takes the plugin's network lock.
+	mounts := map[string]corev1.VolumeMount{}
+	for _, m := range c.VolumeMounts {
+		mounts[m.MountPath] = m
+	}
+	if m, ok := mounts["/var/lib/cni/networks"]; !ok || !m.ReadOnly {
+		t.Errorf("IPAM dataDir mount %+v", m)
+	}
+	if m, ok := mounts["/run/nswire"]; !ok || m.ReadOnly {
+		t.Errorf("network lock mount %+v", m)
+	}
+	for _, arg := range c.Args {
+		if strings.HasPrefix(arg, "--restore=") || strings.HasPrefix(arg, "--ipam-data-dir") {
+			t.Errorf("arg %s: the mounts above are for the defaults", arg)
+		}
 	}
 	if !strings.Contains(strings.Join(c.Args, " "), "--cluster-cidr=") {
 		t.Errorf("args %v", c.Args)

@@ -14,6 +14,9 @@ type metrics struct {
 	syncDuration   prometheus.Histogram
 	syncErrors     prometheus.Counter
 	conflistWrites prometheus.Counter
+	restorePasses  prometheus.Counter
+	restoreRepairs prometheus.Counter
+	restoreErrors  prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -40,8 +43,21 @@ func newMetrics() *metrics {
 			Name: "nswire_agent_conflist_writes_total",
 			Help: "Times the conflist was (re)written because its content changed.",
 		}),
+		restorePasses: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nswire_agent_restore_passes_total",
+			Help: "Passes of the restore watcher (at start, after a loss of nswire's firewall or shaping state, every safety interval).",
+		}),
+		restoreRepairs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nswire_agent_restore_repairs_total",
+			Help: "Restore passes that applied lost firewall or shaping state again.",
+		}),
+		restoreErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "nswire_agent_restore_errors_total",
+			Help: "Restore errors: a pass that failed, an attachment or network a pass could not repair, a watcher that stopped.",
+		}),
 	}
 	m.registry.MustRegister(m.routes, m.skipped, m.syncDuration, m.syncErrors, m.conflistWrites,
+		m.restorePasses, m.restoreRepairs, m.restoreErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -278,7 +280,14 @@ func ranges(t testing.TB, list *libcni.NetworkConfigList) []string {
 
 // readyz asks the agent's /readyz inside the node's namespace.
 func (n *agentNode) readyz() (int, error) {
+	code, _, err := n.get("/readyz")
+	return code, err
+}
+
+// get asks the agent's health server for path inside the node's namespace.
+func (n *agentNode) get(path string) (int, string, error) {
 	var code int
+	var body []byte
 	err := n.Do(func(ns.NetNS) error {
 		c, err := net.DialTimeout("tcp", "127.0.0.1:9467", time.Second)
 		if err != nil {
@@ -286,18 +295,39 @@ func (n *agentNode) readyz() (int, error) {
 		}
 		defer c.Close()
 		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
-		if _, err := fmt.Fprintf(c, "GET /readyz HTTP/1.0\r\n\r\n"); err != nil {
+		if _, err := fmt.Fprintf(c, "GET %s HTTP/1.0\r\n\r\n", path); err != nil {
 			return err
 		}
 		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 		if err != nil {
 			return err
 		}
-		resp.Body.Close()
+		defer resp.Body.Close()
 		code = resp.StatusCode
-		return nil
+		body, err = io.ReadAll(resp.Body)
+		return err
 	})
-	return code, err
+	return code, string(body), err
+}
+
+// metric reads one of the agent's unlabelled metrics.
+func (n *agentNode) metric(t testing.TB, name string) float64 {
+	t.Helper()
+	code, body, err := n.get("/metrics")
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("%s /metrics: %d %v", n.name, code, err)
+	}
+	for _, l := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", l, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("%s's /metrics has no %s", n.name, name)
+	return 0
 }
 
 // waitRoutes waits until node n holds count routes of the agent.
@@ -319,11 +349,15 @@ func (n *agentNode) waitReady(t testing.TB) {
 	}
 }
 
-// podOn adds a pod to node n through the agent's conflist.
-func (n *agentNode) podOn(t testing.TB, list *libcni.NetworkConfigList, lk *leaks) (*testutil.NS, *libcni.RuntimeConf, []string) {
+// podOn adds a pod to node n through the agent's conflist, with the
+// runtime's capability args caps (port mappings, bandwidth) if any.
+func (n *agentNode) podOn(t testing.TB, list *libcni.NetworkConfigList, lk *leaks, caps ...map[string]any) (*testutil.NS, *libcni.RuntimeConf, []string) {
 	t.Helper()
 	pns := lk.ns()
 	rt := testutil.RT(testutil.Name("pod"), pns, "eth0")
+	for _, c := range caps {
+		rt.CapabilityArgs = c
+	}
 	r, err := n.CNI.AddNetworkList(context.Background(), list, rt)
 	if err != nil {
 		t.Fatalf("ADD on %s: %v", n.name, err)
@@ -345,7 +379,8 @@ func (n *agentNode) podOn(t testing.TB, list *libcni.NetworkConfigList, lk *leak
 // API server as the DaemonSet's ServiceAccount, become one pod network:
 // conflists from their pod CIDRs, host-gw routes to each other (IPv4 and
 // IPv6), pods reaching pods on other nodes by their addresses and the
-// outside masqueraded; then the routes follow Node changes, a route
+// outside masqueraded; a firewall reload on a node is repaired by its
+// agent within a second; then the routes follow Node changes, a route
 // deleted by hand, an agent crash and an API server outage.
 func TestAgentCluster(t *testing.T) {
 	if _, err := testutil.K8sTools(); err != nil {
@@ -389,6 +424,72 @@ func TestAgentCluster(t *testing.T) {
 	})
 
 	one, two := nodes[0], nodes[1]
+	t.Run("firewall reload repaired by the agent", func(t *testing.T) {
+		// A pod publishing hostPort 8080 on node-1, one on node-2.
+		ports := map[string]any{"portMappings": []map[string]any{{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}}}
+		web, rt, webIPs := one.podOn(t, lists[0], c.lk, ports)
+		other, _, otherIPs := two.podOn(t, lists[1], c.lk)
+		testutil.Serve(t, web, "tcp", ":80")
+		testutil.Serve(t, c.outside, "tcp", ":9101")
+		node4, node6 := fmt.Sprintf("192.0.2.%d", one.i), fmt.Sprintf("2001:db8:2::%x", one.i)
+		published := func() error { // from the LAN, both families
+			for addr, src := range map[string]string{node4 + ":8080": "192.0.2.200", "[" + node6 + "]:8080": "2001:db8:2::200"} {
+				got, err := testutil.Ask(c.outside, "tcp", addr)
+				if err == nil && got != src {
+					err = fmt.Errorf("the pod saw source %s, want %s", got, src)
+				}
+				if err != nil {
+					return fmt.Errorf("published port %s: %w", addr, err)
+				}
+			}
+			return nil
+		}
+		works := func() {
+			t.Helper()
+			if err := published(); err != nil {
+				t.Error(err)
+			}
+			expectSource(t, web, "tcp", "192.0.2.200:9101", node4) // masquerade
+			for f := range webIPs {
+				expectSource(t, other, "tcp", net.JoinHostPort(webIPs[f], "80"), otherIPs[f]) // pod to pod, no NAT
+			}
+			if err := one.CNI.CheckNetworkList(context.Background(), lists[0], rt); err != nil {
+				t.Errorf("CHECK: %v", err)
+			}
+		}
+		works()
+		repairs := one.metric(t, "nswire_agent_restore_repairs_total")
+
+		// A firewall reload in node-1's namespace takes nswire's tables.
+		flushed := time.Now()
+		if _, err := execIn(one.NS, nil, "nft", "flush", "ruleset"); err != nil {
+			t.Fatal(err)
+		}
+		var err error
+		for time.Since(flushed) < time.Second {
+			if err = published(); err == nil {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		took := time.Since(flushed)
+		if err != nil {
+			t.Fatalf("not repaired %v after `nft flush ruleset`: %v\n%s", took.Round(time.Millisecond), err, one.agent.LogTail())
+		}
+		t.Logf("published port answering again %v after `nft flush ruleset`", took.Round(time.Millisecond))
+		works()
+		// The flush did take the state, and the agent put it back.
+		if got := one.metric(t, "nswire_agent_restore_repairs_total"); got <= repairs {
+			t.Errorf("nswire_agent_restore_repairs_total %v, was %v before the flush\n%s", got, repairs, one.agent.LogTail())
+		}
+		if log := one.agent.LogTail(); !strings.Contains(log, `"msg":"restored"`) || !strings.Contains(log, "by nft") {
+			t.Errorf("no repair after nft's flush in the agent's log:\n%s", log)
+		}
+		if e := one.metric(t, "nswire_agent_restore_errors_total"); e != 0 {
+			t.Errorf("nswire_agent_restore_errors_total %v\n%s", e, one.agent.LogTail())
+		}
+	})
+
 	t.Run("node deleted, pod CIDR reused by a new node", func(t *testing.T) {
 		c.deleteNode("node-3")
 		one.wantRoutes(t, "node-3 deleted", routesTo(2))

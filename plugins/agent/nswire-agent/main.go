@@ -1,6 +1,8 @@
 // Command nswire-agent is nswire's Kubernetes node agent: it installs the
-// nswire plugins, writes the node's conflist from its pod CIDRs and routes
-// the other nodes' pod CIDRs to them (host-gw). See pkg/agent.
+// nswire plugins, writes the node's conflist from its pod CIDRs, routes
+// the other nodes' pod CIDRs to them (host-gw) and, unless --restore=false,
+// applies nswire's firewall and shaping state of running pods again after a
+// firewall reload (pkg/restore's watcher, in-process). See pkg/agent.
 package main
 
 import (
@@ -26,13 +28,14 @@ import (
 
 	"github.com/nswire/nswire/pkg/agent"
 	"github.com/nswire/nswire/pkg/config"
+	"github.com/nswire/nswire/pkg/restore"
 )
 
 type options struct {
 	kubeconfig, nodeName, confDir, binDir, pluginDir, healthAddr string
 	bridge, ipamDataDir                                          string
 	clusterCIDRs                                                 []netip.Prefix
-	routes                                                       bool
+	routes, restore                                              bool
 	resync                                                       time.Duration
 }
 
@@ -69,6 +72,8 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.ipamDataDir, "ipam-data-dir", "", "nswire-ipam's dataDir, written into the conflist; empty: its default, /var/lib/cni/networks")
 	fs.StringVar(&o.healthAddr, "health-addr", ":9467", "serve /healthz, /readyz and /metrics here; empty: off")
 	fs.BoolVar(&o.routes, "routes", true, "route other nodes' pod CIDRs (false when another routing engine does)")
+	fs.BoolVar(&o.restore, "restore", true, "apply nswire's firewall and shaping state of running pods again after a firewall reload or tc change, "+
+		"as nswire-restore --watch does (false when nswire-restore runs on the node)")
 	fs.DurationVar(&o.resync, "resync", agent.DefaultResync, "period of the sync without Node events")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -125,6 +130,9 @@ func run(ctx context.Context, o options, log *slog.Logger) error {
 	}
 	cfg := agent.Config{Client: client, NodeName: o.nodeName, ConfDir: o.confDir, ClusterCIDRs: o.clusterCIDRs,
 		Bridge: o.bridge, IPAMDataDir: o.ipamDataDir, DisableRoutes: !o.routes, Resync: o.resync, Logger: log}
+	if o.restore {
+		cfg.Restore = &restore.Options{} // the conf dir above, this namespace, the agent's logger
+	}
 	if o.routes {
 		if cfg.Netlink, err = netlink.NewHandle(); err != nil {
 			return fmt.Errorf("netlink: %w", err)

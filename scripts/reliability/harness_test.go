@@ -24,6 +24,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/nswire/nswire/pkg/ident"
+	"github.com/nswire/nswire/pkg/intent"
 	"github.com/nswire/nswire/pkg/link"
 	"github.com/nswire/nswire/pkg/shaping"
 	"github.com/nswire/nswire/pkg/testutil"
@@ -295,6 +296,7 @@ type hostState struct {
 	portElems    []string          // "<set> <host port>" of the per-port sets
 	reservations map[string]string // network/ip -> owner file content
 	tmp          []string          // IPAM scratch files left behind
+	intents      map[string]bool   // network/containerID/ifname of each intent file
 }
 
 var ownNameRe = regexp.MustCompile(`^ns[wi][0-9a-f]{12}$`)
@@ -302,7 +304,7 @@ var ownNameRe = regexp.MustCompile(`^ns[wi][0-9a-f]{12}$`)
 // state reads the host; safe from any goroutine (errors are returned, not
 // reported through t).
 func (r *rig) state(nets ...*network) (hostState, error) {
-	s := hostState{links: map[string]string{}, reservations: map[string]string{}}
+	s := hostState{links: map[string]string{}, reservations: map[string]string{}, intents: map[string]bool{}}
 	links, err := r.host.Handle().LinkList()
 	if err != nil {
 		return s, fmt.Errorf("list links: %w", err)
@@ -329,6 +331,13 @@ func (r *rig) state(nets ...*network) (hostState, error) {
 		}
 		tmps, _ := filepath.Glob(filepath.Join(n.ipamDir(), ".nswire", "tmp.*"))
 		s.tmp = append(s.tmp, tmps...)
+		ins, err := intent.Load(intent.Dir(n.dataDir, n.name))
+		if err != nil {
+			return s, err
+		}
+		for _, in := range ins {
+			s.intents[in.ID().String()] = true
+		}
 	}
 	return s, nil
 }
@@ -383,8 +392,30 @@ func (r *rig) diff(nets []*network, live []*att) ([]string, error) {
 			d = append(d, "live reservation "+k+" is gone")
 		}
 	}
+	d = append(d, diffIntents(s.intents, live)...)
 	sort.Strings(d)
 	return d, nil
+}
+
+// diffIntents checks that exactly the live attachments have an intent
+// file (pkg/intent), which nswire-restore would apply again.
+func diffIntents(have map[string]bool, live []*att) []string {
+	want := map[string]bool{}
+	for _, a := range live {
+		want[a.String()] = true
+	}
+	var d []string
+	for id := range have {
+		if !want[id] {
+			d = append(d, "leaked intent "+id)
+		}
+	}
+	for id := range want {
+		if !have[id] {
+			d = append(d, "live attachment "+id+" has no intent")
+		}
+	}
+	return d
 }
 
 // diffPortElems checks the per-port set elements: every live attachment's

@@ -20,25 +20,22 @@ func mismatch(format string, args ...any) error {
 	return &Mismatch{Msg: "firewall: " + fmt.Sprintf(format, args...)}
 }
 
-// Check verifies that every object of the attachment is present and as Add
-// made it, and names the first one that is not (a *Mismatch).
+// Check verifies that nswire's tables are current (layout.go: stamps and
+// skeleton chains with their rules) and that every object of the
+// attachment is present and as Add made it, and names the first one that
+// is not (a *Mismatch). The network-level elements are CheckNetwork's.
 func (f *Firewall) Check(a *Attachment) error {
 	if err := validateAttachment(a); err != nil {
 		return err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	// One round: the base chains, the layout stamps, the attachment's
-	// chains, its elements.
-	base := baseChainProbes()
+	// One round: the tables (stamps and skeleton chains), the
+	// attachment's chains, its elements.
+	stamps := stampProbes()
+	extra := stampRequests(stamps)
 	keys := portKeys(a)
 	elems := make([]*request, len(keys))
-	extra := make([]*request, 0, len(base)+len(keys))
-	for _, b := range base {
-		extra = append(extra, b.r)
-	}
-	stamps := stampProbes()
-	extra = append(extra, stampRequests(stamps)...)
 	for i, k := range keys {
 		elems[i] = getElemReq(inetTable, k.set(), k.key())
 		extra = append(extra, elems[i])
@@ -52,12 +49,8 @@ func (f *Firewall) Check(a *Attachment) error {
 	if err != nil {
 		return fmt.Errorf("firewall: check %s: %w", nm.owner, err)
 	}
-	if err := checkBaseChains(base); err != nil {
+	if err := checkStamps(stamps); err != nil {
 		return err
-	}
-	if !allCurrent(stamps) {
-		// `nft flush table` keeps sets and chains but drops every rule.
-		return mismatch("nftables tables %s were flushed or are of another layout (their rules are gone): the next ADD rebuilds them", TableName)
 	}
 	if err := checkPorts(nm, st, keys, elems); err != nil {
 		return err
@@ -84,36 +77,6 @@ func guardProbes(a *Attachment, nm names) []guardProbe {
 		out = append(out, guardProbe{e, !a.Net.ICC, getElemReq(t, e.set, e.key)})
 	}
 	return out
-}
-
-// baseChainProbe is the GET of one base chain, with what it asks for.
-type baseChainProbe struct {
-	t  *nftables.Table
-	ch string
-	r  *request
-}
-
-func baseChainProbes() []baseChainProbe {
-	var out []baseChainProbe
-	for _, t := range []*nftables.Table{inetTable, brTable} {
-		for _, ch := range baseChainNames[t] {
-			out = append(out, baseChainProbe{t: t, ch: ch, r: getChainReq(t, ch)})
-		}
-	}
-	return out
-}
-
-func checkBaseChains(base []baseChainProbe) error {
-	for _, b := range base {
-		ok, err := b.r.exists()
-		if err != nil {
-			return fmt.Errorf("firewall: get chain %s of table %s %s: %w", b.ch, familyName(b.t), TableName, err)
-		}
-		if !ok {
-			return mismatch("nftables chain %s of table %s %s is missing", b.ch, familyName(b.t), TableName)
-		}
-	}
-	return nil
 }
 
 // checkPorts compares the published keys with their map elements (elems,

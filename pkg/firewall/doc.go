@@ -144,16 +144,23 @@
 // Each table carries the layout version (layoutVersion, layout.go) as the
 // name of a regular chain, layout-<version>, that holds one rule without
 // expressions (comment "nswire layout <version>"); nothing jumps to it.
-// ADD's first round GETs both tables (their handles) and both stamp
-// chains (their use counts). A table that is missing, has no stamp chain
-// of this version, or whose stamp chain lost its rule (`nft flush
-// table`) is rebuilt before the ADD goes on: deleted and created again
+// ADD's first round GETs both tables (their handles), both stamp chains
+// and the chains of each table's skeleton (their use counts: a chain's
+// rules plus the jumps and gotos to it; skeleton.go's skeletonUse). A
+// table that is missing, has no stamp chain of this version, whose stamp
+// chain lost its rule (`nft flush table`), or one of whose skeleton chains
+// is missing or has a smaller use count than the layout gives it (`nft
+// flush chain inet nswire forward`, a rule deleted) is not current, and is
+// rebuilt before the ADD (or Networks) goes on: deleted and created again
 // with its sets, base chains and stamp, in two transactions that each
 // fail when another process rebuilt first. The delete names the table by
 // the handle the probe saw (the kernel never reuses a handle, so a table
 // someone rebuilt meanwhile is not deleted again), and the creation is
 // exclusive. The ADD then reads again. Only nswire's two tables are
 // touched, and only ADD rebuilds: DEL, CHECK and GC never create a table.
+// CHECK (and CheckTables) report a table that is not current as a
+// *Mismatch; CheckNetwork reads a network's network-level elements with
+// ADD's own probes and reports the first one missing or unwanted.
 // Elements of a rebuilt table are gone; an attachment made before gets
 // them back at its next ADD, and its DEL succeeds without them.
 //

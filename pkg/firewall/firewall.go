@@ -109,8 +109,8 @@ func (f *Firewall) commit(tx *txn) error {
 // Add installs everything of one attachment in a single nftables
 // transaction: it all applies or nothing does. Adding an attachment that
 // already exists replaces its state. The first ADD on a host, and the
-// first after the tables changed layout or were flushed, rebuilds
-// nswire's tables first (layout.go).
+// first after the tables changed layout, were flushed or lost a chain's
+// rules, rebuilds nswire's tables first (layout.go).
 //
 // Netlink traffic of a fresh ADD: one pipelined round of GETs (tables of
 // this layout? attachment's chains present?), one more per address family

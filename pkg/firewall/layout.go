@@ -24,19 +24,31 @@ var (
 	stampNote  = "nswire layout " + strconv.Itoa(layoutVersion)
 )
 
-// stampProbe asks whether table t carries this layout: a GET of the table
-// (for its handle) and of its stamp chain (for its use count, the stamp
-// rule). Both ride along with ADD's first round.
+// stampProbe asks whether table t is this layout's as it stands: a GET of
+// the table (for its handle), of its stamp chain and of each chain of its
+// skeleton (for their use counts). All ride along with ADD's first round:
+// a few targeted GETs, never a dump.
 type stampProbe struct {
 	t     *nftables.Table
 	table *request
 	chain *request
+	skel  []skeletonProbe
+}
+
+// skeletonProbe is the GET of one chain of a table's skeleton.
+type skeletonProbe struct {
+	skeletonChain
+	r *request
 }
 
 func stampProbes() []*stampProbe {
 	var out []*stampProbe
 	for _, t := range []*nftables.Table{inetTable, brTable} {
-		out = append(out, &stampProbe{t: t, table: getTableReq(t), chain: getChainReq(t, stampChain)})
+		p := &stampProbe{t: t, table: getTableReq(t), chain: getChainReq(t, stampChain)}
+		for _, ch := range skeletonUse()[t] {
+			p.skel = append(p.skel, skeletonProbe{ch, getChainReq(t, ch.name)})
+		}
+		out = append(out, p)
 	}
 	return out
 }
@@ -45,14 +57,87 @@ func stampRequests(probes []*stampProbe) []*request {
 	var out []*request
 	for _, p := range probes {
 		out = append(out, p.table, p.chain)
+		for _, s := range p.skel {
+			out = append(out, s.r)
+		}
 	}
 	return out
 }
 
 // current reports whether the table is this layout's: the stamp chain is
-// there and still holds its rule.
+// there and still holds its rule, and every chain of the skeleton is there
+// with at least the rules (and jumps to it) the layout gives it. A table
+// that is not is rebuilt by the next ADD.
 func (p *stampProbe) current() bool {
-	return p.chain.err == nil && p.chain.chainUse() > 0
+	why, err := p.stale()
+	return why == "" && err == nil
+}
+
+// stale says why the table is not current ("" when it is). A GET that
+// failed otherwise than with ENOENT is returned as err (current counts the
+// table as stale then, as it always has for its stamp).
+func (p *stampProbe) stale() (string, error) {
+	switch ok, err := p.table.exists(); {
+	case err != nil:
+		return "", err
+	case !ok:
+		return "is missing", nil
+	}
+	switch ok, err := p.chain.exists(); {
+	case err != nil:
+		return "", err
+	case !ok:
+		return fmt.Sprintf("has no chain %s: another layout's", stampChain), nil
+	case p.chain.chainUse() == 0:
+		// `nft flush table` keeps sets and chains but drops every rule.
+		return "was flushed (the rules of its layout are gone)", nil
+	}
+	// A missing chain first: it also takes the jumps it held to another.
+	for _, s := range p.skel {
+		switch ok, err := s.r.exists(); {
+		case err != nil:
+			return "", err
+		case !ok:
+			return fmt.Sprintf("lost chain %s", s.name), nil
+		}
+	}
+	for _, s := range p.skel {
+		if s.r.chainUse() < s.use {
+			// `nft flush chain`, `nft delete rule`: the use count is the
+			// chain's rules plus the jumps and gotos to it.
+			return fmt.Sprintf("lost rules of chain %s (use count %d, the layout gives it %d)", s.name, s.r.chainUse(), s.use), nil
+		}
+	}
+	return "", nil
+}
+
+// checkStamps reports the first table that is not current as a
+// *Mismatch, and a GET that failed as a plain error.
+func checkStamps(probes []*stampProbe) error {
+	for _, p := range probes {
+		why, err := p.stale()
+		if err != nil {
+			return fmt.Errorf("firewall: read table %s %s: %w", familyName(p.t), TableName, err)
+		}
+		if why != "" {
+			return mismatch("nftables table %s %s %s: the next ADD rebuilds it", familyName(p.t), TableName, why)
+		}
+	}
+	return nil
+}
+
+// CheckTables reports (as a *Mismatch) a table of nswire's that the next
+// Add or Networks rebuilds: missing, of another layout, flushed, or a
+// chain of its layout missing or short of rules. Any other error means the
+// tables could not be read. It changes nothing: one round of GETs.
+func (f *Firewall) CheckTables() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	stamps := stampProbes()
+	if err := f.q.exchange(stampRequests(stamps)...); err != nil {
+		return fmt.Errorf("firewall: check tables: %w", err)
+	}
+	return checkStamps(stamps)
 }
 
 // handle is the table's handle, 0 if it is missing.

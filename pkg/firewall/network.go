@@ -2,8 +2,10 @@ package firewall
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"slices"
+	"strings"
 )
 
 // netAssert is one network-level set and the elements a network wants in
@@ -12,8 +14,10 @@ type netAssert struct {
 	set  string
 	els  []setElem
 	want bool
-	// When asked (probe): the start of each interval of els and its GET.
+	// When asked (probe): the start of each interval of els, its index
+	// in els and its GET.
 	starts []setElem
+	at     []int
 	probes []*request
 }
 
@@ -63,13 +67,29 @@ func networkAsserts(n Network, remove bool) []*netAssert {
 // probe asks, for each interval of a, whether the set holds exactly it:
 // requests for the first round of an ADD.
 func (a *netAssert) probe() []*request {
-	for _, e := range a.els {
+	for i, e := range a.els {
 		if !e.intervalEnd {
 			a.starts = append(a.starts, e)
+			a.at = append(a.at, i)
 			a.probes = append(a.probes, getRangeReq(inetTable, a.set, e.key, e.keyEnd))
 		}
 	}
 	return a.probes
+}
+
+// match reads probe i: whether the set holds exactly the i-th interval of
+// a (exact), or another interval that holds its start (foreign). An
+// interval set answers a GET with the interval holding the key: it is
+// ours only if it starts (and for a range, ends) where ours does.
+func (a *netAssert) match(i int) (exact, foreign bool, err error) {
+	got, err := a.probes[i].elem()
+	if err != nil {
+		return false, false, err
+	}
+	start := a.starts[i]
+	exact = got.found && bytes.Equal(got.key, start.key) &&
+		(start.keyEnd == nil || bytes.Equal(got.keyEnd, start.keyEnd))
+	return exact, got.found && !exact, nil
 }
 
 // settled reports whether the probes found the set as a wants it: every
@@ -79,24 +99,89 @@ func (a *netAssert) settled() bool {
 	if len(a.probes) == 0 {
 		return false
 	}
-	for i, r := range a.probes {
-		got, err := r.elem()
-		if err != nil {
+	for i := range a.probes {
+		exact, foreign, err := a.match(i)
+		if err != nil || exact != a.want {
 			return false
 		}
-		// An interval set answers with the interval holding the key: it
-		// is ours only if it starts (and for a range, ends) where ours does.
-		start := a.starts[i]
-		exact := got.found && bytes.Equal(got.key, start.key) &&
-			(start.keyEnd == nil || bytes.Equal(got.keyEnd, start.keyEnd))
-		if exact != a.want {
-			return false
-		}
-		if !exact && got.found {
+		if foreign {
 			return false // overlapping foreign interval: let the kernel judge
 		}
 	}
 	return true
+}
+
+// CheckNetwork verifies that the network-level elements of n are as an
+// Add of an attachment of n leaves them (the same elements, asserted by
+// networkAsserts), and names the first that is not, with its set (a
+// *Mismatch). Any other error means the sets could not be read. It reads
+// them in one round of GETs, the probes of Add's first round, so its cost
+// is that of n's own subnets whatever the size of the sets.
+func (f *Firewall) CheckNetwork(n Network) error {
+	asserts := networkAsserts(n, false)
+	var reqs []*request
+	for _, a := range asserts {
+		reqs = append(reqs, a.probe()...)
+	}
+	if len(reqs) == 0 {
+		return nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.q.exchange(reqs...); err != nil {
+		return fmt.Errorf("firewall: check network %s: %w", n.Name, err)
+	}
+	for _, a := range asserts {
+		for i := range a.probes {
+			exact, foreign, err := a.match(i)
+			what := ""
+			switch {
+			case err != nil:
+				return fmt.Errorf("firewall: network %s: get element of set inet %s %s: %w", n.Name, TableName, a.set, err)
+			case a.want && foreign:
+				what = "missing (another interval holds its start)"
+			case a.want && !exact:
+				what = "missing"
+			case !a.want && exact:
+				what = "unexpected"
+			default:
+				// A foreign interval where n wants none of its own is
+				// another network's: not n's to report.
+				continue
+			}
+			return mismatch("network %s: element %s of set inet %s %s is %s",
+				n.Name, a.interval(i), TableName, a.set, what)
+		}
+	}
+	return nil
+}
+
+// interval shows the i-th probed interval of a as first-last address,
+// per field for a range of concatenations.
+func (a *netAssert) interval(i int) string {
+	e, last := a.starts[i], a.starts[i].keyEnd
+	h := len(e.key)
+	if last != nil {
+		h /= 2 // address . address
+	} else {
+		// The interval-end element that follows holds last+1; there is
+		// none when the interval reaches the top of the address space.
+		last = bytes.Repeat([]byte{0xff}, len(e.key))
+		if j := a.at[i] + 1; j < len(a.els) && a.els[j].intervalEnd {
+			last = slices.Clone(a.els[j].key)
+			for k := len(last) - 1; k >= 0; k-- {
+				last[k]--
+				if last[k] != 0xff {
+					break
+				}
+			}
+		}
+	}
+	var parts []string
+	for o := 0; h > 0 && o+h <= len(e.key) && o+h <= len(last); o += h {
+		parts = append(parts, net.IP(e.key[o:o+h]).String()+"-"+net.IP(last[o:o+h]).String())
+	}
+	return strings.Join(parts, " . ")
 }
 
 // queueNetwork asserts the network-level elements that are not already as

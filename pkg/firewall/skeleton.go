@@ -1,6 +1,8 @@
 package firewall
 
 import (
+	"sync"
+
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
@@ -278,8 +280,36 @@ func cat(parts ...[]expr.Any) []expr.Any {
 	return out
 }
 
-// baseChainNames lists the static chains Check expects to exist.
-var baseChainNames = map[*nftables.Table][]string{
-	inetTable: {"raw-pre", "nat-pre", "nat-out", chainPorts, "forward", "nat-post"},
-	brTable:   {"guard-pre", "forward"},
+// skeletonChain is a chain of the layout and its use count as the layout
+// makes it: its rules plus the jumps and gotos to it.
+type skeletonChain struct {
+	name string
+	use  uint32
 }
+
+// skeletonUse lists, per table, the chains of skeletonChains in creation
+// order with their use counts: what the layout probes (layout.go) and
+// CHECK expect of a table.
+var skeletonUse = sync.OnceValue(func() map[*nftables.Table][]skeletonChain {
+	out := map[*nftables.Table][]skeletonChain{}
+	chains := skeletonChains()
+	for _, cr := range chains {
+		out[cr.ch.Table] = append(out[cr.ch.Table], skeletonChain{cr.ch.Name, uint32(len(cr.rules))})
+	}
+	for _, cr := range chains {
+		for _, r := range cr.rules {
+			for _, e := range r {
+				v, ok := e.(*expr.Verdict)
+				if !ok || v.Chain == "" {
+					continue
+				}
+				for i := range out[cr.ch.Table] {
+					if out[cr.ch.Table][i].name == v.Chain {
+						out[cr.ch.Table][i].use++
+					}
+				}
+			}
+		}
+	}
+	return out
+})

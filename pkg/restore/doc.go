@@ -18,11 +18,12 @@
 //     without DEL took its veth with its namespace: its intent is left
 //     alone, never resurrected (DEL or GC removes it).
 //  3. Check, read-only and without a lock, stopping at the first
-//     difference: the network records (firewall.Networks, which also
-//     rebuilds nswire's tables when they are missing or flushed, as an
-//     ADD would), the network-level interval sets (one dump per set,
-//     netcheck.go), firewall.Check per attachment (on up to four sockets
-//     at once) and the shaping (one qdisc dump, shapecheck.go).
+//     difference: the tables' skeleton (firewall.CheckTables), the network
+//     records (firewall.Networks, which also rebuilds a table that is
+//     missing, flushed or short of a chain or rule, as an ADD would), each
+//     live network's network-level elements (firewall.CheckNetwork),
+//     firewall.Check per attachment (on up to four sockets at once) and
+//     the shaping.
 //  4. Repair, only when the check found something: under the network
 //     lock held exclusively (no ADD in flight: every live intent is its
 //     last ADD's), intents and links are read and checked again, missing

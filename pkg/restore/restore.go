@@ -7,18 +7,16 @@ import (
 	"io"
 	"log/slog"
 	"runtime"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/google/nftables"
-	mdnl "github.com/mdlayher/netlink"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/nswire/nswire/pkg/firewall"
+	"github.com/nswire/nswire/pkg/link"
 	"github.com/nswire/nswire/pkg/shaping"
 )
 
@@ -58,7 +56,7 @@ func (o Options) withDefaults() Options {
 type Report struct {
 	Live     int      // attachments whose host veth exists
 	Gone     int      // intents whose host veth is gone: left alone
-	Tables   []string // nswire tables rebuilt: a chain of the layout was emptied
+	Tables   []string // nswire tables rebuilt: missing, flushed, a chain of the layout emptied
 	Firewall []string // attachments whose firewall state was applied again
 	Shaping  []string // attachments whose shaping was applied again
 	Records  []string // networks recorded again
@@ -90,8 +88,6 @@ type pass struct {
 	o      Options
 	h      *netlink.Handle
 	fw     *firewall.Firewall
-	nft    *nftables.Conn // listings of sets
-	nfq    *mdnl.Conn     // rule dumps, the table flush (skeleton.go)
 	report Report
 }
 
@@ -137,17 +133,7 @@ func routeHandle(fd int) (*netlink.Handle, error) {
 }
 
 func (p *pass) openFirewall() error {
-	opts := []nftables.ConnOption{nftables.AsLasting()}
-	if p.o.NetNSFd > 0 {
-		opts = append(opts, nftables.WithNetNSFd(p.o.NetNSFd))
-	}
 	var err error
-	if p.nft, err = nftables.New(opts...); err != nil {
-		return fmt.Errorf("nftables: %w", err)
-	}
-	if p.nfq, err = mdnl.Dial(unix.NETLINK_NETFILTER, &mdnl.Config{NetNS: p.o.NetNSFd}); err != nil {
-		return fmt.Errorf("nftables: %w", err)
-	}
 	p.fw, err = firewall.New(firewall.Options{NetNSFd: p.o.NetNSFd})
 	return err
 }
@@ -155,12 +141,6 @@ func (p *pass) openFirewall() error {
 func (p *pass) close() {
 	if p.fw != nil {
 		p.fw.Close()
-	}
-	if p.nft != nil {
-		p.nft.CloseLasting()
-	}
-	if p.nfq != nil {
-		p.nfq.Close()
 	}
 	if p.h != nil {
 		p.h.Close()
@@ -179,7 +159,6 @@ func (p *pass) scan(nets []network) (*host, error) {
 
 // damage is what inspect found missing, each with why.
 type damage struct {
-	tables   map[byte]string   // table family -> a chain of the layout emptied
 	records  []string          // live networks without a record
 	networks map[string]string // network -> a network-level element missing
 	firewall map[string]string // attachment -> its firewall mismatch
@@ -187,26 +166,33 @@ type damage struct {
 }
 
 func (d *damage) empty() bool {
-	return len(d.tables)+len(d.records)+len(d.networks)+len(d.firewall)+len(d.shaping) == 0
+	return len(d.records)+len(d.networks)+len(d.firewall)+len(d.shaping) == 0
 }
 
 // inspect compares the host with the live attachments; first stops at
 // the first difference (the lock-free look that decides whether to
 // repair at all). firewall.Networks rebuilds nswire's tables when they
-// are missing or flushed, as an ADD would.
+// are not current (missing, flushed, a chain of the layout missing or
+// short of rules: firewall.CheckTables), as an ADD would; what the
+// rebuild dropped is then found missing below.
 func (p *pass) inspect(hs *host, first bool) (*damage, error) {
 	d := &damage{networks: map[string]string{}, firewall: map[string]string{}, shaping: map[string]string{}}
+	stale := p.fw.CheckTables()
+	if stale != nil && !errors.As(stale, new(*firewall.Mismatch)) {
+		return nil, stale
+	}
 	recs, err := p.fw.Networks()
 	if err != nil {
 		return nil, err
 	}
-	if d.tables, err = skeletonLoss(p.nfq); err != nil || first && len(d.tables) > 0 {
-		return d, err
+	if stale != nil {
+		p.report.Tables = append(p.report.Tables, stale.Error())
+		p.o.Logger.Info("tables rebuilt", "why", stale.Error())
 	}
 	if d.records = unrecorded(recs, hs.live); first && len(d.records) > 0 {
 		return d, nil
 	}
-	if d.networks, err = netDamage(p.nft, hs.live); err != nil || first && len(d.networks) > 0 {
+	if d.networks, err = netDamage(p.fw, hs.live); err != nil || first && len(d.networks) > 0 {
 		return d, err
 	}
 	for i, err := range p.checkFirewall(hs.live, first) {
@@ -255,28 +241,34 @@ func (p *pass) checkFirewall(live []*attachment, first bool) []error {
 	return errs
 }
 
-// inspectShaping compares the shaped attachments with one dump of the
-// namespace's qdiscs (shapecheck.go).
+// inspectShaping compares the shaped attachments with what shaping.Apply
+// makes, over one dump of the namespace's qdiscs (shaping.CheckAll).
 func (p *pass) inspectShaping(hs *host, d *damage, first bool) error {
-	if !slices.ContainsFunc(hs.live, func(a *attachment) bool { return !a.limits.IsZero() }) {
+	want := map[string]shaping.Limits{}
+	for _, a := range hs.live {
+		if !a.limits.IsZero() {
+			want[a.in.HostIf] = a.limits
+		}
+	}
+	if len(want) == 0 {
 		return nil
 	}
-	qs, err := listQdiscs(p.h)
+	errs, err := shaping.CheckAll(p.h, want)
 	if err != nil {
 		return err
 	}
 	for _, a := range hs.live {
-		if a.limits.IsZero() {
+		err := errs[a.in.HostIf] // none for the unshaped
+		if err == nil {
 			continue
 		}
-		why, err := shapingLoss(p.h, qs, hs.links, a)
-		if err != nil {
+		if !errors.As(err, new(*link.Mismatch)) {
 			p.report.Errors = append(p.report.Errors, fmt.Errorf("%s: %w", a.id(), err))
-		} else if why != "" {
-			d.shaping[a.id()] = why
-			if first {
-				return nil
-			}
+			continue
+		}
+		d.shaping[a.id()] = err.Error()
+		if first {
+			return nil
 		}
 	}
 	return nil
@@ -305,11 +297,6 @@ func (p *pass) repair(nets []network) error {
 		return err
 	}
 	d, err := p.inspect(hs, false)
-	if err == nil && len(d.tables) > 0 {
-		if err = p.rebuild(d.tables); err == nil {
-			d, err = p.inspect(hs, false)
-		}
-	}
 	if err != nil {
 		return err
 	}
@@ -324,25 +311,12 @@ func (p *pass) repair(nets []network) error {
 	return nil
 }
 
-// rebuild has firewall.Networks rebuild the tables whose layout lost a
-// chain's rules: flushed whole, a table loses its layout stamp too.
-func (p *pass) rebuild(tables map[byte]string) error {
-	for fam, why := range tables {
-		if err := flushTable(p.nfq, fam); err != nil {
-			return err
-		}
-		p.report.Tables = append(p.report.Tables, why)
-		p.o.Logger.Info("table to be rebuilt", "why", why)
-	}
-	return nil
-}
-
 // repairOne re-applies a's firewall state when it or its network lost
 // something, and its shaping when that differs.
 func (p *pass) repairOne(a *attachment, d *damage) {
 	why, fw := d.firewall[a.id()]
 	if netWhy, ok := d.networks[a.in.Network]; ok && !fw {
-		why, fw = "network "+a.in.Network+": "+netWhy, true
+		why, fw = netWhy, true // CheckNetwork names the network
 	}
 	shapeWhy, shape := d.shaping[a.id()]
 	if !fw && !shape {
@@ -353,7 +327,7 @@ func (p *pass) repairOne(a *attachment, d *damage) {
 		err = p.fw.Add(a.fw)
 	}
 	if shape && err == nil {
-		err = reshape(p.h, a)
+		err = shaping.Apply(p.h, a.in.HostIf, a.limits)
 	}
 	live, verr := stillLive(p.h, a)
 	if verr == nil && !live {
@@ -376,27 +350,6 @@ func (p *pass) repairOne(a *attachment, d *damage) {
 		p.report.Shaping = append(p.report.Shaping, a.id()+": "+shapeWhy)
 		p.o.Logger.Info("shaping applied again", "attachment", a.id(), "why", shapeWhy)
 	}
-}
-
-// reshape applies a's shaping again. Apply alone adds a redirect filter
-// beside those already on the veth's ingress qdisc: after an ifb was
-// deleted, the one to the dead ifb stays first in line and drops all the
-// container sends. With egress shaping the ingress qdisc is nswire's, so
-// it goes first, and every filter with it (the ifb stays: deleting a link
-// waits out an RCU grace period).
-func reshape(h *netlink.Handle, a *attachment) error {
-	if a.limits.EgressRate > 0 {
-		l, err := h.LinkByName(a.in.HostIf)
-		if err != nil {
-			return err
-		}
-		ingress := &netlink.Ingress{QdiscAttrs: netlink.QdiscAttrs{LinkIndex: l.Attrs().Index,
-			Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_INGRESS}}
-		if err := h.QdiscDel(ingress); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
-			return fmt.Errorf("shaping: delete ingress qdisc of %s: %w", a.in.HostIf, err)
-		}
-	}
-	return shaping.Apply(h, a.in.HostIf, a.limits)
 }
 
 // undo removes what a repair of a dead attachment may have put back.

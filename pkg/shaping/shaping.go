@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -55,6 +56,15 @@ const (
 	nsPerTick   = 64             // PSCHED_TICKS2NS: a psched tick is 64 ns
 	rootHandle  = 0x00010000     // 1:
 	aliasPrefix = "nswire-shaping/"
+
+	// The redirect filter's identity: u32 handle 800::800 (the first key
+	// of the root hash table, which the kernel numbers 800: in a fresh
+	// ingress qdisc), preference 1, every protocol. Apply replaces the
+	// filter of that handle, so one left redirecting to a deleted ifb is
+	// overwritten in place. Before the handle was fixed, the kernel gave
+	// the first filter this same one.
+	filterHandle = 0x80000800
+	filterPrio   = 1
 )
 
 // IfbName is the ifb device that shapes a host veth's incoming traffic.
@@ -117,18 +127,34 @@ func Apply(h *netlink.Handle, hostIf string, l Limits) error {
 	if err := ensureIngress(h, link); err != nil {
 		return tcError("ingress qdisc on "+hostIf, "sch_ingress", err)
 	}
-	filter := &netlink.U32{
-		FilterAttrs: netlink.FilterAttrs{LinkIndex: idx, Parent: netlink.MakeHandle(0xffff, 0),
-			Priority: 1, Protocol: unix.ETH_P_ALL},
-		ClassId:    netlink.MakeHandle(1, 1),
-		RedirIndex: ifb.Attrs().Index,
-		Actions: []netlink.Action{&netlink.MirredAction{ActionAttrs: netlink.ActionAttrs{Action: netlink.TC_ACT_STOLEN},
-			MirredAction: netlink.TCA_EGRESS_REDIR, Ifindex: ifb.Attrs().Index}},
-	}
-	if err := h.FilterReplace(filter); err != nil {
+	if err := h.FilterReplace(redirectFilter(idx, ifb.Attrs().Index)); err != nil {
 		return tcError("redirect filter on "+hostIf, "cls_u32 act_mirred", err)
 	}
 	return nil
+}
+
+// redirectFilter is the filter on the veth's ingress qdisc that sends
+// every frame to the ifb (one mirred action).
+func redirectFilter(linkIndex, ifbIndex int) *netlink.U32 {
+	return &netlink.U32{
+		FilterAttrs: netlink.FilterAttrs{LinkIndex: linkIndex, Parent: ingressParent,
+			Handle: filterHandle, Priority: filterPrio, Protocol: unix.ETH_P_ALL},
+		ClassId: netlink.MakeHandle(1, 1),
+		Actions: []netlink.Action{&netlink.MirredAction{ActionAttrs: netlink.ActionAttrs{Action: netlink.TC_ACT_STOLEN},
+			MirredAction: netlink.TCA_EGRESS_REDIR, Ifindex: ifbIndex}},
+	}
+}
+
+// ingressParent is the veth's ingress qdisc (ffff:), the filter's parent.
+var ingressParent = netlink.MakeHandle(0xffff, 0)
+
+// isNswireFilter reports whether f has the redirect filter's identity
+// (what it redirects to is for Check to judge, and Apply replaces it).
+func isNswireFilter(f netlink.Filter) bool {
+	a := f.Attrs()
+	_, u32 := f.(*netlink.U32)
+	return u32 && a.Handle == filterHandle && a.Priority == filterPrio && a.Protocol == unix.ETH_P_ALL &&
+		(a.Chain == nil || *a.Chain == 0)
 }
 
 // tcError names what failed. The kernel answers a qdisc, filter or action
@@ -143,18 +169,50 @@ func tcError(what, modules string, err error) error {
 }
 
 // ensureIngress adds the ingress qdisc unless present (it cannot be
-// replaced in place).
+// replaced in place). With egress shaping the qdisc is nswire's and holds
+// the redirect filter only: one present with any other filter (a second
+// redirect, a filter of another kind, preference or chain) is made again,
+// empty. That also renumbers its u32 hash table 800: for filterHandle.
 func ensureIngress(h *netlink.Handle, link netlink.Link) error {
 	qs, err := h.QdiscList(link)
 	if err != nil {
 		return err
 	}
-	for _, q := range qs {
-		if _, ok := q.(*netlink.Ingress); ok {
-			return nil
-		}
+	if !slices.ContainsFunc(qs, func(q netlink.Qdisc) bool { _, ok := q.(*netlink.Ingress); return ok }) {
+		return h.QdiscAdd(ingressQdisc(link.Attrs().Index))
+	}
+	filters, err := listFilters(h, link)
+	if err != nil {
+		return err
+	}
+	if !slices.ContainsFunc(filters, func(f netlink.Filter) bool { return !isNswireFilter(f) }) {
+		return nil
+	}
+	if err := h.QdiscDel(ingressQdisc(link.Attrs().Index)); err != nil && !isNotFound(err) {
+		return err
 	}
 	return h.QdiscAdd(ingressQdisc(link.Attrs().Index))
+}
+
+// listFilters lists the filters on the ingress qdisc of link (none
+// without the qdisc). The kernel dumps only that link's.
+func listFilters(h *netlink.Handle, link netlink.Link) ([]netlink.Filter, error) {
+	return retryDump(func() ([]netlink.Filter, error) { return h.FilterList(link, ingressParent) })
+}
+
+// dumpAttempts bounds retries of a dump the kernel flagged as interrupted
+// (NLM_F_DUMP_INTR: the table changed meanwhile, the answer may miss some).
+const dumpAttempts = 10
+
+func retryDump[T any](dump func() ([]T, error)) ([]T, error) {
+	var err error
+	for range dumpAttempts {
+		var r []T
+		if r, err = dump(); !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return r, err
+		}
+	}
+	return nil, err
 }
 
 func ensureIfb(h *netlink.Handle, hostIf string, mtu int) (netlink.Link, error) {
@@ -291,57 +349,207 @@ func Remove(h *netlink.Handle, hostIf string) error {
 
 // Check verifies that hostIf is shaped exactly as l asks (and not at all
 // for zero limits), naming the first difference as a *link.Mismatch.
+//
+// It looks up two links, and with a rate reads the namespace's qdiscs in
+// one dump and with an egress rate the veth's filters. That qdisc dump
+// holds every link's: the kernel filters no qdisc dump by link, strict
+// checking or not, and a qdisc get request, which would look at one,
+// announces the qdisc to every tc listener as if it had changed. To check
+// many links, CheckAll shares one dump among them.
 func Check(h *netlink.Handle, hostIf string, l Limits) error {
 	h = handle(h)
-	link, err := h.LinkByName(hostIf)
-	if isNotFound(err) {
-		return mismatch("shaping: host interface %s is missing", hostIf)
-	}
+	veth, err := lookup(h, hostIf)
 	if err != nil {
 		return fmt.Errorf("shaping: host interface %s: %w", hostIf, err)
 	}
-	if err := checkTbf(h, link, "ingress", l.IngressRate, l.IngressBurst); err != nil {
+	ifb, err := lookup(h, IfbName(hostIf))
+	if err != nil {
+		return fmt.Errorf("shaping: ifb %s of %s: %w", IfbName(hostIf), hostIf, err)
+	}
+	return (&checker{h: h}).check(hostIf, veth, ifb, l)
+}
+
+// CheckAll checks each host veth of want against its limits as Check
+// does, over one dump of the namespace's links and one of its qdiscs
+// (plus a dump of each egress-shaped veth's filters, which the kernel
+// limits to that veth). It returns the error of each host veth that
+// differs (a *link.Mismatch) or could not be checked, none for those
+// shaped as asked; the error is for a dump that failed.
+func CheckAll(h *netlink.Handle, want map[string]Limits) (map[string]error, error) {
+	h = handle(h)
+	links, err := retryDump(h.LinkList)
+	if err != nil {
+		return nil, fmt.Errorf("shaping: list links: %w", err)
+	}
+	byName := make(map[string]netlink.Link, len(links))
+	for _, l := range links {
+		byName[l.Attrs().Name] = l
+	}
+	c := &checker{h: h}
+	for _, l := range want {
+		if l.IngressRate > 0 || l.EgressRate > 0 {
+			if err := c.load(); err != nil {
+				return nil, err
+			}
+			break
+		}
+	}
+	out := map[string]error{}
+	for hostIf, l := range want {
+		if err := c.check(hostIf, byName[hostIf], byName[IfbName(hostIf)], l); err != nil {
+			out[hostIf] = err
+		}
+	}
+	return out, nil
+}
+
+// lookup is the link named name, nil when there is none.
+func lookup(h *netlink.Handle, name string) (netlink.Link, error) {
+	l, err := h.LinkByName(name)
+	if isNotFound(err) {
+		return nil, nil
+	}
+	return l, err
+}
+
+// checker compares links with what Apply makes, reading the namespace's
+// qdiscs once, when first needed.
+type checker struct {
+	h  *netlink.Handle
+	qs map[int][]netlink.Qdisc // by link index; nil until loaded
+}
+
+func (c *checker) load() error {
+	if c.qs != nil {
+		return nil
+	}
+	all, err := retryDump(func() ([]netlink.Qdisc, error) { return c.h.QdiscList(nil) })
+	if err != nil {
+		return fmt.Errorf("shaping: list qdiscs: %w", err)
+	}
+	c.qs = map[int][]netlink.Qdisc{}
+	for _, q := range all {
+		c.qs[q.Attrs().LinkIndex] = append(c.qs[q.Attrs().LinkIndex], q)
+	}
+	return nil
+}
+
+func (c *checker) qdiscs(link netlink.Link) ([]netlink.Qdisc, error) {
+	if err := c.load(); err != nil {
+		return nil, err
+	}
+	return c.qs[link.Attrs().Index], nil
+}
+
+// check compares hostIf's veth and ifb (nil: missing) with l.
+func (c *checker) check(hostIf string, veth, ifb netlink.Link, l Limits) error {
+	if veth == nil {
+		return mismatch("shaping: host interface %s is missing", hostIf)
+	}
+	if err := c.checkTbf(veth, "ingress", l.IngressRate, l.IngressBurst); err != nil {
 		return err
 	}
-	ifb, err := h.LinkByName(IfbName(hostIf))
 	switch {
-	case err != nil && !isNotFound(err):
-		return fmt.Errorf("shaping: ifb %s of %s: %w", IfbName(hostIf), hostIf, err)
-	case l.EgressRate == 0 && err == nil:
+	case l.EgressRate == 0 && ifb != nil:
 		return mismatch("shaping: bandwidth.egressRate is not set but %s shapes %s", ifb.Attrs().Name, hostIf)
 	case l.EgressRate == 0:
 		return nil
-	case err != nil:
+	case ifb == nil:
 		return mismatch("shaping: bandwidth.egressRate: ifb %s of %s is missing", IfbName(hostIf), hostIf)
 	}
-	if err := checkTbf(h, ifb, "egress", l.EgressRate, l.EgressBurst); err != nil {
+	if err := c.checkTbf(ifb, "egress", l.EgressRate, l.EgressBurst); err != nil {
 		return err
 	}
-	// Without an ingress qdisc the list is empty, not an error.
-	filters, err := h.FilterList(link, netlink.MakeHandle(0xffff, 0))
+	qs, err := c.qdiscs(veth)
+	if err != nil {
+		return err
+	}
+	if !slices.ContainsFunc(qs, func(q netlink.Qdisc) bool { _, ok := q.(*netlink.Ingress); return ok }) {
+		return mismatch("shaping: bandwidth.egressRate: no ingress qdisc on %s", hostIf)
+	}
+	filters, err := listFilters(c.h, veth)
 	if err != nil {
 		return fmt.Errorf("shaping: list filters of %s: %w", hostIf, err)
 	}
+	return checkFilters(hostIf, ifb, filters)
+}
+
+// checkFilters requires the veth's ingress qdisc to hold nswire's
+// redirect filter and no other: a filter ahead of it, or one it lets
+// through, would decide where the container's frames go.
+func checkFilters(hostIf string, ifb netlink.Link, filters []netlink.Filter) error {
+	var ours *netlink.U32
 	for _, f := range filters {
-		if u, ok := f.(*netlink.U32); ok {
-			for _, a := range u.Actions {
-				if m, ok := a.(*netlink.MirredAction); ok && m.Ifindex == ifb.Attrs().Index {
-					return nil
-				}
-			}
+		if !isNswireFilter(f) {
+			return mismatch("shaping: bandwidth.egressRate: %s has a %s filter (pref %d, handle %s) besides nswire's redirect to %s",
+				hostIf, f.Type(), f.Attrs().Priority, filterID(f), ifb.Attrs().Name)
+		}
+		ours = f.(*netlink.U32)
+	}
+	if ours == nil {
+		return mismatch("shaping: bandwidth.egressRate: no filter on %s redirects to %s", hostIf, ifb.Attrs().Name)
+	}
+	if why := redirectDiff(ours, ifb.Attrs().Index); why != "" {
+		return mismatch("shaping: bandwidth.egressRate: the filter on %s %s instead of redirecting every frame to %s (ifindex %d)",
+			hostIf, why, ifb.Attrs().Name, ifb.Attrs().Index)
+	}
+	return nil
+}
+
+// redirectDiff says how u differs from a redirect of every frame to the
+// link ifbIndex, "" if it does not. Every action must be that redirect:
+// filters made before the handle was fixed carry it twice.
+func redirectDiff(u *netlink.U32, ifbIndex int) string {
+	if u.Sel == nil || u.Link != 0 || u.Police != nil {
+		return "does not match every frame"
+	}
+	for _, k := range u.Sel.Keys {
+		if k.Mask != 0 {
+			return "does not match every frame"
 		}
 	}
-	return mismatch("shaping: bandwidth.egressRate: no filter on %s redirects to %s", hostIf, ifb.Attrs().Name)
+	if len(u.Actions) == 0 {
+		return "has no action"
+	}
+	for _, a := range u.Actions {
+		m, ok := a.(*netlink.MirredAction)
+		switch {
+		case !ok:
+			return "has a " + a.Type() + " action"
+		case m.MirredAction != netlink.TCA_EGRESS_REDIR:
+			return fmt.Sprintf("mirrors to ifindex %d", m.Ifindex)
+		case m.Ifindex == 0:
+			return "redirects to a deleted link"
+		case m.Ifindex != ifbIndex:
+			return fmt.Sprintf("redirects to ifindex %d", m.Ifindex)
+		}
+	}
+	return ""
+}
+
+// filterID is a filter's handle as tc prints it.
+func filterID(f netlink.Filter) string {
+	h := f.Attrs().Handle
+	if f.Type() == "u32" {
+		return fmt.Sprintf("%x:%x:%x", h>>20, h>>12&0xff, h&0xfff)
+	}
+	return fmt.Sprintf("%#x", h)
 }
 
 func mismatch(format string, args ...any) error {
 	return &link.Mismatch{Msg: fmt.Sprintf(format, args...)}
 }
 
-func checkTbf(h *netlink.Handle, link netlink.Link, dir string, rate, burst uint64) error {
-	qs, err := h.QdiscList(link)
+// checkTbf compares the root qdisc of link with the tbf for rate and
+// burst. Without a rate it judges nothing: a tbf there is a chained
+// plugin's (bandwidth).
+func (c *checker) checkTbf(link netlink.Link, dir string, rate, burst uint64) error {
+	if rate == 0 {
+		return nil
+	}
+	qs, err := c.qdiscs(link)
 	if err != nil {
-		return fmt.Errorf("shaping: list qdiscs of %s: %w", link.Attrs().Name, err)
+		return err
 	}
 	var got *netlink.Tbf
 	for _, q := range qs {
@@ -350,10 +558,7 @@ func checkTbf(h *netlink.Handle, link netlink.Link, dir string, rate, burst uint
 		}
 	}
 	name := link.Attrs().Name
-	switch {
-	case rate == 0: // a tbf here is a chained plugin's (bandwidth): not ours to judge
-		return nil
-	case got == nil:
+	if got == nil {
 		return mismatch("shaping: bandwidth.%sRate %d: no tbf qdisc on %s", dir, rate, name)
 	}
 	want := tbf(0, rate, burst)

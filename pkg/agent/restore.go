@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"log/slog"
 	"time"
 
 	"github.com/nswire/nswire/pkg/restore"
@@ -29,7 +28,7 @@ func (a *Agent) runRestore(ctx context.Context, o restore.Options) {
 	if o.Logger == nil {
 		o.Logger = a.log.With("component", "restore")
 	}
-	o.Logger = slog.New(&passCounter{next: o.Logger.Handler(), m: a.metrics})
+	o.OnPass = a.metrics.countPass
 	delay := restoreRetryFirst
 	for {
 		start := time.Now()
@@ -51,51 +50,13 @@ func (a *Agent) runRestore(ctx context.Context, o restore.Options) {
 	}
 }
 
-// The messages restore.Watch logs for each pass (pkg/restore watch.go):
-// one of the last three ends every pass; passError is one attachment or
-// network a pass could not repair (or look at).
-const (
-	msgPassError    = "restore"
-	msgPassFailed   = "restore pass failed"
-	msgPassRepaired = "restored"
-	msgPassClean    = "nothing to restore"
-)
-
-// passCounter is the watcher's logger: it counts passes, repairs and
-// errors from what Watch logs, and hands every record its next handler
-// wants on to it. Watch reports its passes only through its logger.
-type passCounter struct {
-	next slog.Handler
-	m    *metrics
-}
-
-// Enabled is true at every level: a clean pass is logged at debug level,
-// below what the agent prints, and still counted.
-func (h *passCounter) Enabled(context.Context, slog.Level) bool { return true }
-
-func (h *passCounter) Handle(ctx context.Context, r slog.Record) error {
-	switch r.Message {
-	case msgPassError:
-		h.m.restoreErrors.Inc()
-	case msgPassFailed:
-		h.m.restorePasses.Inc()
-		h.m.restoreErrors.Inc()
-	case msgPassRepaired:
-		h.m.restorePasses.Inc()
-		h.m.restoreRepairs.Inc()
-	case msgPassClean:
-		h.m.restorePasses.Inc()
+// countPass counts one of the watcher's passes in the agent's metrics.
+func (m *metrics) countPass(r restore.Report, err error) {
+	m.restorePasses.Inc()
+	if r.Repaired() {
+		m.restoreRepairs.Inc()
 	}
-	if !h.next.Enabled(ctx, r.Level) {
-		return nil
+	if err != nil || len(r.Errors) > 0 {
+		m.restoreErrors.Inc()
 	}
-	return h.next.Handle(ctx, r)
-}
-
-func (h *passCounter) WithAttrs(attrs []slog.Attr) slog.Handler {
-	return &passCounter{next: h.next.WithAttrs(attrs), m: h.m}
-}
-
-func (h *passCounter) WithGroup(name string) slog.Handler {
-	return &passCounter{next: h.next.WithGroup(name), m: h.m}
 }

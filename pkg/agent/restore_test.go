@@ -91,7 +91,7 @@ func TestAgentRestoreWatcher(t *testing.T) {
 		t.Errorf("repairs %v errors %v, want none\n%s", r, e, logs.String())
 	}
 	stop()
-	if strings.Contains(logs.String(), msgPassClean) {
+	if strings.Contains(logs.String(), "nothing to restore") {
 		t.Errorf("a clean pass was printed at the agent's info level:\n%s", logs.String())
 	}
 	if !strings.Contains(logs.String(), `"restore":true`) {
@@ -130,7 +130,7 @@ func TestAgentRestoreFailureAlone(t *testing.T) {
 			if !a.Healthy() || !a.Ready() {
 				t.Errorf("healthy %v ready %v", a.Healthy(), a.Ready())
 			}
-			want := map[string]string{"passes fail": msgPassFailed, "cannot listen": "restore watcher stopped; restarting it"}[name]
+			want := map[string]string{"passes fail": "restore pass failed", "cannot listen": "restore watcher stopped; restarting it"}[name]
 			if !strings.Contains(logs.String(), want) {
 				t.Errorf("log lacks %q:\n%s", want, logs.String())
 			}

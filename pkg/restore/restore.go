@@ -33,6 +33,9 @@ type Options struct {
 	NetNSFd  int           // the containers' host namespace; 0 means the caller's
 	Logger   *slog.Logger  // nil discards
 	Interval time.Duration // Watch's safety pass; 0 means DefaultInterval
+	// OnPass, if set, is told the outcome of each of Watch's passes (the
+	// agent counts them in its metrics).
+	OnPass func(Report, error)
 }
 
 func (o Options) withDefaults() Options {

@@ -145,6 +145,9 @@ func (w *watcher) settle(ctx context.Context, first string) []string {
 // errors.
 func (w *watcher) pass(ctx context.Context, whys []string) bool {
 	r, err := Restore(ctx, w.o)
+	if w.o.OnPass != nil {
+		w.o.OnPass(r, err)
+	}
 	log := w.o.Logger.With("trigger", summary(whys), "took", r.Took.String(), "live", r.Live)
 	for _, e := range r.Errors {
 		log.Warn("restore", "err", e)

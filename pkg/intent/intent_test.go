@@ -1,6 +1,7 @@
 package intent
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -66,5 +67,22 @@ func TestSaveLoadRemove(t *testing.T) {
 	}
 	if got, _ := Load(dir); len(got) != 0 {
 		t.Errorf("intent left after Remove: %v", got)
+	}
+}
+
+// BenchmarkSaveRemove is what an intent costs ADD (Save) and DEL (Remove)
+// in the plugin process, on the dataDir's file system.
+func BenchmarkSaveRemove(b *testing.B) {
+	dir := Dir(b.TempDir(), "n1")
+	in := Intent{Network: "n1", IfName: "eth0", HostIf: "nsw0123456789ab", Subnets: []string{"10.1.0.0/24"},
+		IPs: []string{"10.1.0.2/24"}, Ports: []Port{{Proto: "tcp", HostPort: 8080, ContainerPort: 80}}}
+	for i := 0; b.Loop(); i++ {
+		in.ContainerID = fmt.Sprint("c", i)
+		if err := Save(dir, in); err != nil {
+			b.Fatal(err)
+		}
+		if err := Remove(dir, in.ID()); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

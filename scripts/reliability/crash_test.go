@@ -1,10 +1,13 @@
 package reliability
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -13,9 +16,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	vns "github.com/vishvananda/netns"
 
+	"github.com/nswire/nswire/pkg/restore"
 	"github.com/nswire/nswire/pkg/shaping"
 	"github.com/nswire/nswire/pkg/testutil"
 )
@@ -323,6 +328,9 @@ func TestCrashAnywhere(t *testing.T) {
 		}
 		if i%25 == 24 {
 			liveOK(repro)
+			flushAndRestore(t, r, n)
+			r.assertExactly(nets, live)
+			liveOK(repro + ", then the ruleset flushed and restored")
 		}
 		if len(st.leaks) > 20 {
 			t.Fatalf("too many failures, stopping")
@@ -348,4 +356,35 @@ func TestCrashAnywhere(t *testing.T) {
 	}
 	r.assertExactly(nets, nil)
 	r.host.AssertNoLeaks()
+}
+
+// flushAndRestore plays a firewall reload between kills: the host's whole
+// ruleset is flushed, then one nswire-restore pass runs. It must bring
+// back exactly the live attachments' state and nothing of the killed ones
+// (their veths are gone, or were never marked).
+func flushAndRestore(t *testing.T, r *rig, n *network) {
+	t.Helper()
+	confDir := t.TempDir()
+	list, err := json.Marshal(map[string]any{"cniVersion": "1.1.0", "name": n.name, "plugins": []any{n.conf}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(confDir, "10-"+n.name+".conflist"), list, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := nftables.New(nftables.WithNetNSFd(int(r.host.Fd())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.FlushRuleset()
+	if err := c.Flush(); err != nil {
+		t.Fatalf("flush ruleset: %v", err)
+	}
+	rep, err := restore.Restore(context.Background(), restore.Options{ConfDir: confDir, NetNSFd: int(r.host.Fd())})
+	if err != nil || len(rep.Errors) > 0 {
+		t.Errorf("restore after a flushed ruleset: %v %v", err, rep.Errors)
+	}
+	if len(rep.Tables) == 0 || len(rep.Firewall) == 0 {
+		t.Errorf("restore after a flushed ruleset repaired nothing: %+v", rep)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -200,4 +201,47 @@ func parseNetLine(f []string) Network {
 		}
 	}
 	return n
+}
+
+// FindNetwork is the record of network name in recs, nil if none.
+func FindNetwork(recs []Network, name string) *Network {
+	for i := range recs {
+		if recs[i].Name == name {
+			return &recs[i]
+		}
+	}
+	return nil
+}
+
+// Conflict describes what of record r stands in n's way on this host (r
+// has n's bridge, or a subnet overlapping one of n's), "" if nothing.
+// Records never conflict with each other.
+func Conflict(r, n Network) string {
+	if r.Bridge != "" && r.Bridge == n.Bridge {
+		return fmt.Sprintf("bridge %q", r.Bridge)
+	}
+	for _, a := range n.Subnets {
+		for _, b := range r.Subnets {
+			if a.Contains(b.IP) || b.Contains(a.IP) {
+				return fmt.Sprintf("subnet %s overlaps subnet %s", a, b)
+			}
+		}
+	}
+	return ""
+}
+
+// HasSubnet reports whether list holds s (the same prefix).
+func HasSubnet(list []*net.IPNet, s *net.IPNet) bool {
+	return slices.ContainsFunc(list, func(m *net.IPNet) bool { return m.String() == s.String() })
+}
+
+// MergeSubnets is a followed by the subnets of b that a lacks.
+func MergeSubnets(a, b []*net.IPNet) []*net.IPNet {
+	out := slices.Clone(a)
+	for _, s := range b {
+		if !HasSubnet(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
 }

@@ -93,7 +93,7 @@ func claim(want firewall.Network, grow bool) (*firewall.NetworksLock, error) {
 		}
 		recs, err := fw.Networks()
 		if err == nil {
-			if own := findNetwork(recs, want.Name); own != nil && covers(*own, want, grow) {
+			if own := firewall.FindNetwork(recs, want.Name); own != nil && covers(*own, want, grow) {
 				return l, nil
 			}
 		}
@@ -121,16 +121,16 @@ func settle(fw *firewall.Firewall, want firewall.Network, grow bool) error {
 	if err != nil {
 		return err
 	}
-	own := findNetwork(recs, want.Name)
+	own := firewall.FindNetwork(recs, want.Name)
 	if own != nil && grow {
-		want.Subnets = union(own.Subnets, want.Subnets)
+		want.Subnets = firewall.MergeSubnets(own.Subnets, want.Subnets)
 	}
 	var keep, dead []firewall.Network
 	for _, r := range recs {
 		if r.Name == want.Name {
 			continue
 		}
-		what := conflict(r, want)
+		what := firewall.Conflict(r, want)
 		if what == "" {
 			keep = append(keep, r)
 			continue
@@ -209,21 +209,6 @@ func refuseTaken(want, r firewall.Network, what, port string) error {
 	return types.NewError(types.ErrInvalidNetworkConfig, msg, "")
 }
 
-// conflict describes what of r's stands in want's way, "" if nothing.
-func conflict(r, want firewall.Network) string {
-	if r.Bridge != "" && r.Bridge == want.Bridge {
-		return fmt.Sprintf("bridge %q", r.Bridge)
-	}
-	for _, a := range want.Subnets {
-		for _, b := range r.Subnets {
-			if a.Contains(b.IP) || b.Contains(a.IP) {
-				return fmt.Sprintf("subnet %s overlaps subnet %s", a, b)
-			}
-		}
-	}
-	return ""
-}
-
 // breakingChange describes a change of own's configuration that live
 // attachments cannot follow: a new bridge or mode, a subnet gone.
 func breakingChange(own, want firewall.Network) string {
@@ -231,7 +216,7 @@ func breakingChange(own, want firewall.Network) string {
 		return fmt.Sprintf("its bridge from %s to %s", bridgeName(own.Bridge), bridgeName(want.Bridge))
 	}
 	for _, s := range own.Subnets {
-		if !containsNet(want.Subnets, s) {
+		if !firewall.HasSubnet(want.Subnets, s) {
 			return fmt.Sprintf("its subnets from %s to %s", joinNets(own.Subnets), joinNets(want.Subnets))
 		}
 	}
@@ -245,20 +230,11 @@ func bridgeName(b string) string {
 	return fmt.Sprintf("%q", b)
 }
 
-func findNetwork(recs []firewall.Network, name string) *firewall.Network {
-	for i := range recs {
-		if recs[i].Name == name {
-			return &recs[i]
-		}
-	}
-	return nil
-}
-
 // covers reports whether the record own already is want: with grow,
 // want's subnets need only be among own's.
 func covers(own, want firewall.Network, grow bool) bool {
 	if grow {
-		want.Subnets = union(own.Subnets, want.Subnets)
+		want.Subnets = firewall.MergeSubnets(own.Subnets, want.Subnets)
 	}
 	return sameNetwork(own, want)
 }
@@ -270,21 +246,7 @@ func sameNetwork(a, b firewall.Network) bool {
 }
 
 func sameNets(a, b []*net.IPNet) bool {
-	return len(a) == len(b) && !slices.ContainsFunc(a, func(n *net.IPNet) bool { return !containsNet(b, n) })
-}
-
-func containsNet(list []*net.IPNet, n *net.IPNet) bool {
-	return slices.ContainsFunc(list, func(m *net.IPNet) bool { return m.String() == n.String() })
-}
-
-func union(a, b []*net.IPNet) []*net.IPNet {
-	out := slices.Clone(a)
-	for _, n := range b {
-		if !containsNet(out, n) {
-			out = append(out, n)
-		}
-	}
-	return out
+	return len(a) == len(b) && !slices.ContainsFunc(a, func(n *net.IPNet) bool { return !firewall.HasSubnet(b, n) })
 }
 
 func joinNets(nets []*net.IPNet) string {

@@ -2,7 +2,6 @@ package restore
 
 import (
 	"fmt"
-	"net"
 	"slices"
 
 	"github.com/nswire/nswire/pkg/firewall"
@@ -18,7 +17,7 @@ import (
 func unrecorded(recs []firewall.Network, live []*attachment) []string {
 	var out []string
 	for _, n := range fromIntents(live) {
-		if findRecord(recs, n.Name) == nil {
+		if firewall.FindNetwork(recs, n.Name) == nil {
 			out = append(out, n.Name)
 		}
 	}
@@ -37,7 +36,7 @@ func fromIntents(live []*attachment) []firewall.Network {
 			out = append(out, n)
 			continue
 		}
-		n.Subnets = union(out[i].Subnets, n.Subnets)
+		n.Subnets = firewall.MergeSubnets(out[i].Subnets, n.Subnets)
 		out[i] = n
 	}
 	return out
@@ -54,12 +53,12 @@ func (p *pass) record(live []*attachment) error {
 	}
 	var added []string
 	for _, n := range fromIntents(live) {
-		if findRecord(recs, n.Name) != nil {
+		if firewall.FindNetwork(recs, n.Name) != nil {
 			continue
 		}
-		if other, what := conflicting(recs, n); other != "" {
+		if other, what := conflictOf(recs, n); what != "" {
 			p.report.Errors = append(p.report.Errors, fmt.Errorf(
-				"network %q is not recorded again: %s network %q, recorded since; remove one network's containers", n.Name, what, other))
+				"network %q is not recorded again: its %s of network %q, recorded since; remove one network's containers", n.Name, what, other))
 			continue
 		}
 		recs = append(recs, n)
@@ -78,39 +77,12 @@ func (p *pass) record(live []*attachment) error {
 	return nil
 }
 
-func findRecord(recs []firewall.Network, name string) *firewall.Network {
-	for i := range recs {
-		if recs[i].Name == name {
-			return &recs[i]
-		}
-	}
-	return nil
-}
-
-// conflicting names a record holding n's bridge or a subnet overlapping
-// one of n's, and what it holds.
-func conflicting(recs []firewall.Network, n firewall.Network) (string, string) {
+// conflictOf names the record standing in n's way and what it holds.
+func conflictOf(recs []firewall.Network, n firewall.Network) (name, what string) {
 	for _, r := range recs {
-		if r.Bridge != "" && r.Bridge == n.Bridge {
-			return r.Name, fmt.Sprintf("its bridge %q belongs to", r.Bridge)
-		}
-		for _, a := range n.Subnets {
-			for _, b := range r.Subnets {
-				if a.Contains(b.IP) || b.Contains(a.IP) {
-					return r.Name, fmt.Sprintf("its subnet %s overlaps subnet %s of", a, b)
-				}
-			}
+		if what := firewall.Conflict(r, n); what != "" {
+			return r.Name, what
 		}
 	}
 	return "", ""
-}
-
-func union(a, b []*net.IPNet) []*net.IPNet {
-	out := slices.Clone(a)
-	for _, n := range b {
-		if !slices.ContainsFunc(out, func(m *net.IPNet) bool { return m.String() == n.String() }) {
-			out = append(out, n)
-		}
-	}
-	return out
 }

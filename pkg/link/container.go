@@ -157,7 +157,7 @@ var errOtherDefault = errors.New("default route held by another interface")
 // repeated step), errOtherDefault for another interface's default route,
 // a configuration error for any other destination.
 func routeClash(h *netlink.Handle, r *netlink.Route, index int) error {
-	routes, err := retryDump(func() ([]netlink.Route, error) { return h.RouteList(nil, family(r.Dst.IP)) })
+	routes, err := RetryDump(func() ([]netlink.Route, error) { return h.RouteList(nil, family(r.Dst.IP)) })
 	if err != nil {
 		return fmt.Errorf("list routes: %w", err)
 	}

@@ -16,7 +16,9 @@ import (
 // link tables change mid-dump, and a partial answer would be wrong.
 const dumpAttempts = 10
 
-func retryDump[T any](dump func() ([]T, error)) ([]T, error) {
+// RetryDump runs dump again, up to dumpAttempts times, while the kernel
+// flags its answer as interrupted.
+func RetryDump[T any](dump func() ([]T, error)) ([]T, error) {
 	var err error
 	for range dumpAttempts {
 		var r []T
@@ -33,17 +35,17 @@ func AddrList(h *netlink.Handle, l netlink.Link) ([]netlink.Addr, error) {
 	if h == nil {
 		return hostAddrs(l.Attrs().Index)
 	}
-	return retryDump(func() ([]netlink.Addr, error) { return h.AddrList(l, netlink.FAMILY_ALL) })
+	return RetryDump(func() ([]netlink.Addr, error) { return h.AddrList(l, netlink.FAMILY_ALL) })
 }
 
 // LinkList lists every link in h's namespace.
 func LinkList(h *netlink.Handle) ([]netlink.Link, error) {
-	return retryDump(handle(h).LinkList)
+	return RetryDump(handle(h).LinkList)
 }
 
 // RouteList lists the routes through l.
 func RouteList(h *netlink.Handle, l netlink.Link) ([]netlink.Route, error) {
-	return retryDump(func() ([]netlink.Route, error) { return handle(h).RouteList(l, netlink.FAMILY_ALL) })
+	return RetryDump(func() ([]netlink.Route, error) { return handle(h).RouteList(l, netlink.FAMILY_ALL) })
 }
 
 func handle(h *netlink.Handle) *netlink.Handle {
@@ -68,7 +70,7 @@ func hostAddrs(index int) ([]netlink.Addr, error) {
 	if err := unix.SetsockoptInt(s.GetFd(), unix.SOL_NETLINK, unix.NETLINK_GET_STRICT_CHK, 1); err != nil {
 		return nil, fmt.Errorf("netlink strict check: %w", err)
 	}
-	return retryDump(func() ([]netlink.Addr, error) {
+	return RetryDump(func() ([]netlink.Addr, error) {
 		req := nl.NewNetlinkRequest(unix.RTM_GETADDR, unix.NLM_F_DUMP)
 		msg := nl.NewIfAddrmsg(unix.AF_UNSPEC)
 		msg.Index = uint32(index)

@@ -59,7 +59,7 @@ func bridgePorts(master int) ([]string, error) {
 		return nil, err
 	}
 	defer s.Close()
-	return retryDump(func() ([]string, error) {
+	return RetryDump(func() ([]string, error) {
 		req := nl.NewNetlinkRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
 		req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 		req.AddData(nl.NewRtAttr(unix.IFLA_MASTER, nl.Uint32Attr(uint32(master))))

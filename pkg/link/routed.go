@@ -52,7 +52,7 @@ func ConfigureRoutedHost(host netlink.Link, gateways []net.IP, containerAddrs []
 // would silently take its traffic. Listing all routes is the price of the
 // rare clash only.
 func hostRouteClash(r *netlink.Route) error {
-	routes, err := retryDump(func() ([]netlink.Route, error) {
+	routes, err := RetryDump(func() ([]netlink.Route, error) {
 		return netlink.RouteListFiltered(family(r.Dst.IP), &netlink.Route{Dst: r.Dst}, netlink.RT_FILTER_DST)
 	})
 	if err != nil {

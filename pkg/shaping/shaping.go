@@ -102,29 +102,29 @@ func handle(h *netlink.Handle) *netlink.Handle {
 // by pkg/config (each rate with its burst, at least 8, under 4 GiB).
 func Apply(h *netlink.Handle, hostIf string, l Limits) error {
 	h = handle(h)
-	link, err := h.LinkByName(hostIf)
+	dev, err := h.LinkByName(hostIf)
 	if err != nil {
 		return fmt.Errorf("shaping: host interface %s: %w", hostIf, err)
 	}
-	idx := link.Attrs().Index
+	idx := dev.Attrs().Index
 	if l.IngressRate > 0 {
 		if err := h.QdiscReplace(tbf(idx, l.IngressRate, l.IngressBurst)); err != nil {
 			return tcError("tbf qdisc on "+hostIf, "sch_tbf", err)
 		}
-	} else if err := delRootTbf(h, link); err != nil {
+	} else if err := delRootTbf(h, dev); err != nil {
 		return err
 	}
 	if l.EgressRate == 0 {
-		return removeEgress(h, hostIf, link)
+		return removeEgress(h, hostIf, dev)
 	}
-	ifb, err := ensureIfb(h, hostIf, link.Attrs().MTU)
+	ifb, err := ensureIfb(h, hostIf, dev.Attrs().MTU)
 	if err != nil {
 		return err
 	}
 	if err := h.QdiscReplace(tbf(ifb.Attrs().Index, l.EgressRate, l.EgressBurst)); err != nil {
 		return tcError("tbf qdisc on "+ifb.Attrs().Name, "sch_tbf", err)
 	}
-	if err := ensureIngress(h, link); err != nil {
+	if err := ensureIngress(h, dev); err != nil {
 		return tcError("ingress qdisc on "+hostIf, "sch_ingress", err)
 	}
 	if err := h.FilterReplace(redirectFilter(idx, ifb.Attrs().Index)); err != nil {
@@ -173,46 +173,31 @@ func tcError(what, modules string, err error) error {
 // the redirect filter only: one present with any other filter (a second
 // redirect, a filter of another kind, preference or chain) is made again,
 // empty. That also renumbers its u32 hash table 800: for filterHandle.
-func ensureIngress(h *netlink.Handle, link netlink.Link) error {
-	qs, err := h.QdiscList(link)
+func ensureIngress(h *netlink.Handle, dev netlink.Link) error {
+	qs, err := h.QdiscList(dev)
 	if err != nil {
 		return err
 	}
 	if !slices.ContainsFunc(qs, func(q netlink.Qdisc) bool { _, ok := q.(*netlink.Ingress); return ok }) {
-		return h.QdiscAdd(ingressQdisc(link.Attrs().Index))
+		return h.QdiscAdd(ingressQdisc(dev.Attrs().Index))
 	}
-	filters, err := listFilters(h, link)
+	filters, err := listFilters(h, dev)
 	if err != nil {
 		return err
 	}
 	if !slices.ContainsFunc(filters, func(f netlink.Filter) bool { return !isNswireFilter(f) }) {
 		return nil
 	}
-	if err := h.QdiscDel(ingressQdisc(link.Attrs().Index)); err != nil && !isNotFound(err) {
+	if err := h.QdiscDel(ingressQdisc(dev.Attrs().Index)); err != nil && !isNotFound(err) {
 		return err
 	}
-	return h.QdiscAdd(ingressQdisc(link.Attrs().Index))
+	return h.QdiscAdd(ingressQdisc(dev.Attrs().Index))
 }
 
 // listFilters lists the filters on the ingress qdisc of link (none
 // without the qdisc). The kernel dumps only that link's.
-func listFilters(h *netlink.Handle, link netlink.Link) ([]netlink.Filter, error) {
-	return retryDump(func() ([]netlink.Filter, error) { return h.FilterList(link, ingressParent) })
-}
-
-// dumpAttempts bounds retries of a dump the kernel flagged as interrupted
-// (NLM_F_DUMP_INTR: the table changed meanwhile, the answer may miss some).
-const dumpAttempts = 10
-
-func retryDump[T any](dump func() ([]T, error)) ([]T, error) {
-	var err error
-	for range dumpAttempts {
-		var r []T
-		if r, err = dump(); !errors.Is(err, netlink.ErrDumpInterrupted) {
-			return r, err
-		}
-	}
-	return nil, err
+func listFilters(h *netlink.Handle, dev netlink.Link) ([]netlink.Filter, error) {
+	return link.RetryDump(func() ([]netlink.Filter, error) { return h.FilterList(dev, ingressParent) })
 }
 
 func ensureIfb(h *netlink.Handle, hostIf string, mtu int) (netlink.Link, error) {
@@ -295,25 +280,25 @@ func isNotFound(err error) bool {
 	return errors.As(err, &nf) || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENODEV)
 }
 
-func delRootTbf(h *netlink.Handle, link netlink.Link) error {
-	qs, err := h.QdiscList(link)
+func delRootTbf(h *netlink.Handle, dev netlink.Link) error {
+	qs, err := h.QdiscList(dev)
 	if err != nil {
-		return fmt.Errorf("shaping: list qdiscs of %s: %w", link.Attrs().Name, err)
+		return fmt.Errorf("shaping: list qdiscs of %s: %w", dev.Attrs().Name, err)
 	}
 	for _, q := range qs {
 		if t, ok := q.(*netlink.Tbf); ok && t.Parent == netlink.HANDLE_ROOT && t.Handle == rootHandle {
 			if err := h.QdiscDel(t); err != nil && !isNotFound(err) {
-				return fmt.Errorf("shaping: delete tbf of %s: %w", link.Attrs().Name, err)
+				return fmt.Errorf("shaping: delete tbf of %s: %w", dev.Attrs().Name, err)
 			}
 		}
 	}
 	return nil
 }
 
-func removeEgress(h *netlink.Handle, hostIf string, link netlink.Link) error {
+func removeEgress(h *netlink.Handle, hostIf string, dev netlink.Link) error {
 	var errs []error
-	if link != nil {
-		if err := h.QdiscDel(ingressQdisc(link.Attrs().Index)); err != nil && !isNotFound(err) && !errors.Is(err, unix.EINVAL) {
+	if dev != nil {
+		if err := h.QdiscDel(ingressQdisc(dev.Attrs().Index)); err != nil && !isNotFound(err) && !errors.Is(err, unix.EINVAL) {
 			errs = append(errs, fmt.Errorf("shaping: delete ingress qdisc of %s: %w", hostIf, err))
 		}
 	}
@@ -333,17 +318,17 @@ func removeEgress(h *netlink.Handle, hostIf string, link netlink.Link) error {
 // success; the ifb is deleted even when the veth is already gone.
 func Remove(h *netlink.Handle, hostIf string) error {
 	h = handle(h)
-	link, err := h.LinkByName(hostIf)
+	dev, err := h.LinkByName(hostIf)
 	if err != nil && !isNotFound(err) {
 		return fmt.Errorf("shaping: host interface %s: %w", hostIf, err)
 	}
 	var errs []error
 	if err == nil {
-		errs = append(errs, delRootTbf(h, link))
+		errs = append(errs, delRootTbf(h, dev))
 	} else {
-		link = nil
+		dev = nil
 	}
-	errs = append(errs, removeEgress(h, hostIf, link))
+	errs = append(errs, removeEgress(h, hostIf, dev))
 	return errors.Join(errs...)
 }
 
@@ -377,7 +362,7 @@ func Check(h *netlink.Handle, hostIf string, l Limits) error {
 // shaped as asked; the error is for a dump that failed.
 func CheckAll(h *netlink.Handle, want map[string]Limits) (map[string]error, error) {
 	h = handle(h)
-	links, err := retryDump(h.LinkList)
+	links, err := link.RetryDump(h.LinkList)
 	if err != nil {
 		return nil, fmt.Errorf("shaping: list links: %w", err)
 	}
@@ -423,7 +408,7 @@ func (c *checker) load() error {
 	if c.qs != nil {
 		return nil
 	}
-	all, err := retryDump(func() ([]netlink.Qdisc, error) { return c.h.QdiscList(nil) })
+	all, err := link.RetryDump(func() ([]netlink.Qdisc, error) { return c.h.QdiscList(nil) })
 	if err != nil {
 		return fmt.Errorf("shaping: list qdiscs: %w", err)
 	}
@@ -434,11 +419,11 @@ func (c *checker) load() error {
 	return nil
 }
 
-func (c *checker) qdiscs(link netlink.Link) ([]netlink.Qdisc, error) {
+func (c *checker) qdiscs(dev netlink.Link) ([]netlink.Qdisc, error) {
 	if err := c.load(); err != nil {
 		return nil, err
 	}
-	return c.qs[link.Attrs().Index], nil
+	return c.qs[dev.Attrs().Index], nil
 }
 
 // check compares hostIf's veth and ifb (nil: missing) with l.
@@ -543,11 +528,11 @@ func mismatch(format string, args ...any) error {
 // checkTbf compares the root qdisc of link with the tbf for rate and
 // burst. Without a rate it judges nothing: a tbf there is a chained
 // plugin's (bandwidth).
-func (c *checker) checkTbf(link netlink.Link, dir string, rate, burst uint64) error {
+func (c *checker) checkTbf(dev netlink.Link, dir string, rate, burst uint64) error {
 	if rate == 0 {
 		return nil
 	}
-	qs, err := c.qdiscs(link)
+	qs, err := c.qdiscs(dev)
 	if err != nil {
 		return err
 	}
@@ -557,7 +542,7 @@ func (c *checker) checkTbf(link netlink.Link, dir string, rate, burst uint64) er
 			got = t
 		}
 	}
-	name := link.Attrs().Name
+	name := dev.Attrs().Name
 	if got == nil {
 		return mismatch("shaping: bandwidth.%sRate %d: no tbf qdisc on %s", dir, rate, name)
 	}

@@ -52,27 +52,10 @@ func Add(args *skel.CmdArgs) (err error) {
 	}
 	t.step("netns")
 	im := newIPAM(n, args)
-	if err := im.parse(); err != nil {
-		return err
-	}
 	var own owner
 	defer own.release()
-	if err := own.claim(n, im.cfg, nil); err != nil {
-		return err
-	}
-	t.step("owner")
-	if im.builtin() {
-		if err := restoreReservations(n, im.cfg); err != nil {
-			return err
-		}
-	}
-	res, err := im.add()
+	res, err := address(n, &im, &own, &undo, t)
 	if err != nil {
-		return err
-	}
-	undo.push(im.del)
-	t.step("ipam")
-	if err := own.claim(n, im.cfg, res); err != nil {
 		return err
 	}
 	p, err := newPlan(n, args, res)
@@ -87,6 +70,31 @@ func Add(args *skel.CmdArgs) (err error) {
 	}
 	t.step("firewall")
 	return types.PrintResult(res, n.CNIVersion)
+}
+
+// address makes the network the owner of its subnets on this host and
+// reserves the container's addresses. The claim comes before IPAM when the
+// ipam section names the subnets, after IPAM's answer otherwise.
+func address(n *config.Net, im *ipamClient, own *owner, undo *rollback, t *trace) (*current.Result, error) {
+	if err := im.parse(); err != nil {
+		return nil, err
+	}
+	if err := own.claim(n, im.cfg, nil); err != nil {
+		return nil, err
+	}
+	t.step("owner")
+	if im.builtin() {
+		if err := restoreReservations(n, im.cfg); err != nil {
+			return nil, err
+		}
+	}
+	res, err := im.add()
+	if err != nil {
+		return nil, err
+	}
+	undo.push(im.del)
+	t.step("ipam")
+	return res, own.claim(n, im.cfg, res)
 }
 
 // wire makes the kernel objects of the plan and fills res.Interfaces.

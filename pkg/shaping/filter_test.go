@@ -142,7 +142,7 @@ func TestApplyAfterIfbDeleted(t *testing.T) {
 		t.Fatalf("after Apply: %v", err)
 	}
 	p.expectRedirect(t)
-	within(t, "egress", throughput(t, p.ctr, p.host, "10.9.0.1:5004"), rate)
+	shaped(t, p.ctr, p.host, "10.9.0.1:5004", rate)
 
 	// The same with the ifb gone: Apply makes it and replaces the filter.
 	if err := p.hh.LinkDel(ifb); err != nil {

@@ -74,21 +74,13 @@ func newPair(t *testing.T) *pair {
 	return p
 }
 
-// throughput is testutil.Throughput, failing the test on error.
-func throughput(t *testing.T, from, to ns.NetNS, addr string) float64 {
+// shaped checks the TCP goodput from→to against limit. Through the 25 ms
+// queue the reference formula gives, goodput runs at 83-97% of the rate
+// here (headers, and the sawtooth after each drop), so the lower bound is
+// 75%: what it must catch is a rate wrong by a unit, not a few percent.
+func shaped(t *testing.T, from, to ns.NetNS, addr string, limit float64) {
 	t.Helper()
-	bps, err := testutil.Throughput(from, to, addr, 300*time.Millisecond)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return bps
-}
-
-func within(t *testing.T, dir string, got, want float64) {
-	t.Logf("%s: measured %.2f Mbit/s, limit %.2f Mbit/s (%.1f%%)", dir, got/1e6, want/1e6, 100*got/want)
-	if got < want*0.85 || got > want*1.15 {
-		t.Errorf("%s: %.2f Mbit/s is not within 15%% of %.2f Mbit/s", dir, got/1e6, want/1e6)
-	}
+	testutil.ShapedRate(t, from, to, addr, 300*time.Millisecond, limit, 0.75, 1.15)
 }
 
 func TestBandwidth(t *testing.T) {
@@ -102,8 +94,8 @@ func TestBandwidth(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Container ingress: host -> container; container egress: the reverse.
-	within(t, "ingress", throughput(t, p.host, p.ctr, "10.9.0.2:5001"), rate)
-	within(t, "egress", throughput(t, p.ctr, p.host, "10.9.0.1:5002"), rate/2)
+	shaped(t, p.host, p.ctr, "10.9.0.2:5001", rate)
+	shaped(t, p.ctr, p.host, "10.9.0.1:5002", rate/2)
 }
 
 // TestBandwidthContainerdBurst shapes as containerd asks for a pod
@@ -129,7 +121,7 @@ func TestBandwidthContainerdBurst(t *testing.T) {
 			t.Errorf("tbf buffer %d ticks exceeds the kernel's cap", tb.Buffer)
 		}
 	}
-	within(t, "ingress", throughput(t, p.host, p.ctr, "10.9.0.2:5003"), rate)
+	shaped(t, p.host, p.ctr, "10.9.0.2:5003", rate)
 }
 
 func TestApplyCheckRemove(t *testing.T) {

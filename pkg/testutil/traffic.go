@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"testing"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -145,6 +146,33 @@ func Throughput(from, to ns.NetNS, addr string, skip time.Duration) (float64, er
 	time.Sleep(2 * time.Second)
 	c1, t1 := got.Load(), time.Now()
 	return float64(c1-c0) * 8 / t1.Sub(t0).Seconds(), nil
+}
+
+// ShapedRate checks that a shaped flow from `from` to addr in `to` runs
+// at limit bits/s, within the fractions low and high of it, and returns the
+// last rate measured. Every measure must stay under high: no load on the
+// machine makes a shaped flow faster. One under low is measured again, up
+// to three times in all, because a busy machine (the whole suite runs on
+// two cores) starves the sender, never the limit.
+func ShapedRate(t testing.TB, from, to ns.NetNS, addr string, skip time.Duration, limit, low, high float64) float64 {
+	t.Helper()
+	var got float64
+	for try := 1; try <= 3; try++ {
+		var err error
+		if got, err = Throughput(from, to, addr, skip); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: measured %.2f Mbit/s, limit %.2f Mbit/s (%.1f%%)", addr, got/1e6, limit/1e6, 100*got/limit)
+		if got > limit*high {
+			t.Errorf("%s: %.2f Mbit/s exceeds the limit of %.2f Mbit/s by more than %.0f%%", addr, got/1e6, limit/1e6, 100*(high-1))
+			return got
+		}
+		if got >= limit*low {
+			return got
+		}
+	}
+	t.Errorf("%s: %.2f Mbit/s stayed under %.0f%% of the limit of %.2f Mbit/s in three measures", addr, got/1e6, 100*low, limit/1e6)
+	return got
 }
 
 // sink counts what the first connection to ln brings, closing first at

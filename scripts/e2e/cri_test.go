@@ -378,14 +378,8 @@ func TestCRIBandwidth(t *testing.T) {
 		if dir == "egress" {
 			from, to, addr = p.ns, n.NS, "203.0.113.1:5002"
 		}
-		got, err := testutil.Throughput(from, to, addr, time.Second)
-		if err != nil {
-			t.Fatalf("%s: %v", dir, err)
-		}
-		t.Logf("%s: %.1f Mbit/s for a limit of %.0f", dir, got/1e6, rate/1e6)
-		if got < rate*0.8 || got > rate*1.15 {
-			t.Errorf("%s: %.1f Mbit/s, want about %.0f (the annotation)", dir, got/1e6, rate/1e6)
-		}
+		t.Logf("%s, annotation 5M:", dir)
+		testutil.ShapedRate(t, from, to, addr, time.Second, rate, 0.8, 1.15)
 		n.stopPod(t, p)
 	}
 	n.assertClean(t)

@@ -54,7 +54,7 @@ func TestPassCost(t *testing.T) {
 		w.drain()
 		f.nft(t, "flush", "ruleset")
 		start := time.Now()
-		w.next(t, time.Second)
+		w.next(t, repairDeadline)
 		t.Logf("N=%d: watch: ruleset flushed -> pass over in %s", n, time.Since(start))
 	}
 	if r := f.restore(t); r.Repaired() || len(r.Errors) > 0 {

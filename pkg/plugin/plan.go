@@ -83,6 +83,14 @@ func (p *plan) addIP(n *config.Net, ipc *current.IPConfig) error {
 		// the host end; the result keeps IPAM's prefix, which names the
 		// network's subnet for the firewall and for chained plugins.
 		addr = net.IPNet{IP: ipc.Address.IP, Mask: fullMask(v4)}
+		if !v4 && ipc.Gateway != nil {
+			// The host end also holds IPAM's IPv6 gateway, reached on-link,
+			// so the host talks to the container from an address the
+			// container routes back: fe80::1 is no source beyond the link,
+			// and an internal container has no route to the host's others.
+			p.hostGWs = append(p.hostGWs, ipc.Gateway)
+			p.onLink = append(p.onLink, ipc.Gateway)
+		}
 		ipc.Gateway = routedGateway(ipc.Gateway, v4)
 		p.hostGWs = append(p.hostGWs, ipc.Gateway)
 		if v4 {

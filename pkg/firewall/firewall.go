@@ -24,11 +24,10 @@ type Options struct {
 // caches nothing about the ruleset: every call reads what it needs from the
 // kernel, so any number of processes may use the tables at once.
 type Firewall struct {
-	mu  sync.Mutex
-	fd  int
-	q   *nlConn         // hot path: pipelined GETs and transactions (nl.go)
-	nft *nftables.Conn  // listings (GC, Addresses); opened on first use
-	nl  *netlink.Handle // conntrack; opened on first use
+	mu sync.Mutex
+	fd int
+	q  *nlConn         // hot path: pipelined GETs and transactions (nl.go)
+	nl *netlink.Handle // conntrack; opened on first use
 }
 
 // New opens the netlink socket in the namespace.
@@ -57,18 +56,6 @@ func newConn(fd int) (*nftables.Conn, error) {
 	return c, nil
 }
 
-// conn is the google/nftables connection used for listings.
-func (f *Firewall) conn() (*nftables.Conn, error) {
-	if f.nft == nil {
-		c, err := newConn(f.fd)
-		if err != nil {
-			return nil, err
-		}
-		f.nft = c
-	}
-	return f.nft, nil
-}
-
 func (f *Firewall) handle() (*netlink.Handle, error) {
 	if f.nl == nil {
 		var err error
@@ -89,9 +76,6 @@ func (f *Firewall) handle() (*netlink.Handle, error) {
 func (f *Firewall) Close() {
 	if f.q != nil {
 		f.q.close()
-	}
-	if f.nft != nil {
-		f.nft.CloseLasting()
 	}
 	if f.nl != nil {
 		f.nl.Close()

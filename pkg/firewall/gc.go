@@ -21,20 +21,16 @@ func (f *Firewall) Addresses(network string) (map[ident.Attachment][]net.IP, err
 	defer f.mu.Unlock()
 	prefix := guardPrefix + netTag(network) + "-"
 	out := map[ident.Attachment][]net.IP{}
-	nft, err := f.conn()
-	if err != nil {
-		return nil, err
-	}
 	for _, t := range guardTables {
-		chains, err := nft.ListChainsOfTableFamily(t.Family)
+		chains, err := f.chainNames(t.Family)
 		if err != nil {
-			return nil, fmt.Errorf("list chains: %w", err)
+			return nil, err
 		}
 		for _, ch := range chains {
-			if ch.Table.Name != TableName || !strings.HasPrefix(ch.Name, prefix) {
+			if !strings.HasPrefix(ch, prefix) {
 				continue
 			}
-			comments, err := f.chainComments(t, ch.Name)
+			comments, err := f.chainComments(t, ch)
 			if err != nil {
 				return nil, err
 			}
@@ -62,22 +58,15 @@ func (f *Firewall) GC(n Network, valid []types.GCAttachment) error {
 	prefixTag := netTag(n.Name) + "-"
 	stale := map[string]bool{}
 	var errs []error
-	nft, err := f.conn()
-	if err != nil {
-		return err
-	}
 	for _, fam := range []nftables.TableFamily{nftables.TableFamilyINet, nftables.TableFamilyBridge} {
-		chains, err := nft.ListChainsOfTableFamily(fam)
+		chains, err := f.chainNames(fam)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("list chains: %w", err))
+			errs = append(errs, err)
 			continue
 		}
 		for _, ch := range chains {
-			if ch.Table.Name != TableName {
-				continue
-			}
 			for _, p := range []string{attPrefix, guardPrefix} {
-				if tag, ok := strings.CutPrefix(ch.Name, p+prefixTag); ok && len(tag) == 16 && !keep[tag] {
+				if tag, ok := strings.CutPrefix(ch, p+prefixTag); ok && len(tag) == 16 && !keep[tag] {
 					stale[tag] = true
 				}
 			}

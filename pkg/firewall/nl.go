@@ -32,7 +32,7 @@ import (
 //     recvmsg that sizes each read in mdlayher/netlink.
 //
 // The messages of a transaction are built in txn.go; the tables' own
-// objects (rebuild.go) go through google/nftables.
+// objects (layout.go, skeleton.go) go through google/nftables.
 
 // nlConn is a NETLINK_NETFILTER socket read and written directly.
 type nlConn struct {

@@ -247,6 +247,36 @@ func (f *Firewall) chainComments(t *nftables.Table, chain string) ([]string, err
 	return r.ruleComments(), nil
 }
 
+// chainNames lists the names of the chains of nswire's table in family
+// fam (the kernel filters a chain dump by family only). Unlike
+// google/nftables' listing, an interrupted dump is read again (exchange),
+// so GC does not miss a chain another network's ADD was changing.
+func (f *Firewall) chainNames(fam nftables.TableFamily) ([]string, error) {
+	r := &request{typ: unix.NFT_MSG_GETCHAIN, fam: fam, dump: true}
+	if err := f.q.exchange(r); err != nil {
+		return nil, err
+	}
+	if r.err != nil {
+		return nil, fmt.Errorf("list %s chains: %w", famName(fam), r.err)
+	}
+	var out []string
+	r.replies(func(ad *netlink.AttributeDecoder) {
+		var table, name string
+		for ad.Next() {
+			switch ad.Type() {
+			case unix.NFTA_CHAIN_TABLE:
+				table = strings.TrimRight(string(ad.Bytes()), "\x00")
+			case unix.NFTA_CHAIN_NAME:
+				name = strings.TrimRight(string(ad.Bytes()), "\x00")
+			}
+		}
+		if table == TableName {
+			out = append(out, name)
+		}
+	})
+	return out, nil
+}
+
 // listElems lists the elements of one set; a missing
 // set has none. A slow path: ADD and DEL never list a set of all
 // attachments.

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -327,12 +328,21 @@ func isTimeout(err error) bool {
 
 func hp(ip net.IP, port int) string { return net.JoinHostPort(ip.String(), fmt.Sprint(port)) }
 
-// testConn is the firewall's google/nftables connection, for listings and
-// for damage done by hand.
+// testConns holds each firewall's testConn, so that messages queued
+// through one call are sent by the Flush of the next.
+var testConns sync.Map // *Firewall -> *nftables.Conn
+
+// testConn is a google/nftables connection in the firewall's namespace,
+// for listings and for damage done by hand; closed when the test ends.
 func (f *Firewall) testConn(t testing.TB) *nftables.Conn {
 	t.Helper()
-	c, err := f.conn()
+	if c, ok := testConns.Load(f); ok {
+		return c.(*nftables.Conn)
+	}
+	c, err := newConn(f.fd)
 	must(t, err, "nftables conn")
+	testConns.Store(f, c)
+	t.Cleanup(func() { testConns.Delete(f); _ = c.CloseLasting() })
 	return c
 }
 

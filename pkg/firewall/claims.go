@@ -128,6 +128,29 @@ func (f *Firewall) ReleaseNetwork(n Network) error {
 	return f.GC(n, nil)
 }
 
+// DropNoMasquerade removes the no-masquerade pairs of n's subnets to
+// gone: destinations a live network's configuration no longer lists. The
+// pairs are n's alone, since live networks' subnets never overlap.
+func (f *Firewall) DropNoMasquerade(n Network, gone []*net.IPNet) error {
+	if len(gone) == 0 {
+		return nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var drop []*netAssert
+	for _, a := range networkAsserts(Network{Subnets: n.Subnets, NoMasquerade: gone}, true) {
+		if a.set == sN(nsNoMasq, ipv4) || a.set == sN(nsNoMasq, ipv6) {
+			drop = append(drop, a)
+		}
+	}
+	tx := &txn{}
+	queueNetwork(tx, drop)
+	if err := f.commit(tx); err != nil {
+		return fmt.Errorf("firewall: network %s: drop no-masquerade destinations: %w", n.Name, err)
+	}
+	return nil
+}
+
 func networkRecord(n Network) []string {
 	bridge := n.Bridge
 	if bridge == "" {

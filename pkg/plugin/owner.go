@@ -3,7 +3,6 @@ package plugin
 import (
 	"fmt"
 	"net"
-	"slices"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
@@ -156,6 +155,8 @@ func settle(fw *firewall.Firewall, want firewall.Network, grow bool) error {
 		}
 		if port == "" {
 			dead = append(dead, *own)
+		} else if err := fw.DropNoMasquerade(*own, removed(own.NoMasquerade, want.NoMasquerade)); err != nil {
+			return err
 		}
 	}
 	if own == nil {
@@ -215,12 +216,21 @@ func breakingChange(own, want firewall.Network) string {
 	if own.Bridge != want.Bridge {
 		return fmt.Sprintf("its bridge from %s to %s", bridgeName(own.Bridge), bridgeName(want.Bridge))
 	}
-	for _, s := range own.Subnets {
-		if !firewall.HasSubnet(want.Subnets, s) {
-			return fmt.Sprintf("its subnets from %s to %s", joinNets(own.Subnets), joinNets(want.Subnets))
-		}
+	if len(removed(own.Subnets, want.Subnets)) > 0 {
+		return fmt.Sprintf("its subnets from %s to %s", joinNets(own.Subnets), joinNets(want.Subnets))
 	}
 	return ""
+}
+
+// removed lists the prefixes of was that now does not hold.
+func removed(was, now []*net.IPNet) []*net.IPNet {
+	var out []*net.IPNet
+	for _, n := range was {
+		if !firewall.HasSubnet(now, n) {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 func bridgeName(b string) string {
@@ -246,7 +256,7 @@ func sameNetwork(a, b firewall.Network) bool {
 }
 
 func sameNets(a, b []*net.IPNet) bool {
-	return len(a) == len(b) && !slices.ContainsFunc(a, func(n *net.IPNet) bool { return !firewall.HasSubnet(b, n) })
+	return len(a) == len(b) && len(removed(a, b)) == 0
 }
 
 func joinNets(nets []*net.IPNet) string {

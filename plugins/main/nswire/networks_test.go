@@ -707,7 +707,8 @@ func TestNetworksOwnChangeNotLive(t *testing.T) {
 // TestNetworksOwnChangeLive: while a network has a live container, a
 // change that drops one of its subnets or moves it off its bridge is
 // refused (error 7 naming the network) and changes nothing; adding a
-// subnet or flipping a flag is allowed. Once the container is gone the
+// subnet, flipping a flag or changing nonMasqueradeCIDRs is allowed, and
+// a destination dropped from nonMasqueradeCIDRs is masqueraded again. Once the container is gone the
 // change goes through.
 func TestNetworksOwnChangeLive(t *testing.T) {
 	f := newFixture(t)
@@ -738,6 +739,27 @@ func TestNetworksOwnChangeLive(t *testing.T) {
 		c := n.mustAdd("flag", nil)
 		nwAssertHostReaches(t, f.host, c)
 		n.mustDel(c)
+	})
+	t.Run("allowed/nonMasqueradeCIDRs added, then dropped", func(t *testing.T) {
+		up := testutil.NewUpstream(t, f.host)
+		testutil.Serve(t, up.NS, "tcp", ":9000")
+		// The upstream routes the subnet back through the host, so an
+		// unmasqueraded connection is answered.
+		_, sub, _ := net.ParseCIDR("10.78.1.0/24")
+		if err := up.Handle().RouteAdd(&netlink.Route{Dst: sub, Gw: up.HostIP4}); err != nil {
+			t.Fatal(err)
+		}
+		exempt := a.reconfigured("", map[string]any{"nonMasqueradeCIDRs": []string{"203.0.113.0/24"}}, "10.78.1.0/24")
+		exempt.fixture.t = t
+		c := exempt.mustAdd("nomasq", nil)
+		expectAnswer(t, c.ns, "tcp", "203.0.113.2:9000", c.ip(true).String())
+		back := a.reconfigured("", nil, "10.78.1.0/24")
+		back.fixture.t = t
+		c2 := back.mustAdd("masq", nil)
+		expectAnswer(t, c2.ns, "tcp", "203.0.113.2:9000", up.HostIP4.String())
+		expectAnswer(t, c.ns, "tcp", "203.0.113.2:9000", up.HostIP4.String())
+		back.mustDel(c2)
+		back.mustDel(c)
 	})
 	t.Run("allowed/subnet added", func(t *testing.T) {
 		n := a.reconfigured("", nil, "10.78.1.0/24", "10.79.1.0/24")

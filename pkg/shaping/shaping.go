@@ -173,13 +173,13 @@ func tcError(what, modules string, err error) error {
 // the redirect filter only: one present with any other filter (a second
 // redirect, a filter of another kind, preference or chain) is made again,
 // empty. That also renumbers its u32 hash table 800: for filterHandle.
+//
+// It adds the qdisc rather than list qdiscs, which would dump every
+// link's (see Check): on a fresh veth that is all there is to do.
 func ensureIngress(h *netlink.Handle, dev netlink.Link) error {
-	qs, err := h.QdiscList(dev)
-	if err != nil {
+	err := h.QdiscAdd(ingressQdisc(dev.Attrs().Index))
+	if !errors.Is(err, unix.EEXIST) {
 		return err
-	}
-	if !slices.ContainsFunc(qs, func(q netlink.Qdisc) bool { _, ok := q.(*netlink.Ingress); return ok }) {
-		return h.QdiscAdd(ingressQdisc(dev.Attrs().Index))
 	}
 	filters, err := listFilters(h, dev)
 	if err != nil {
@@ -280,6 +280,11 @@ func isNotFound(err error) bool {
 	return errors.As(err, &nf) || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENODEV)
 }
 
+// delRootTbf deletes the tbf Apply puts at the root of dev, if it is
+// there. It lists qdiscs (every link's, see Check) because a delete
+// request cannot be limited to a kind through vishvananda/netlink, and a
+// root qdisc of someone else's at the same handle must stay. Only an ADD
+// with an egress rate and no ingress rate pays it.
 func delRootTbf(h *netlink.Handle, dev netlink.Link) error {
 	qs, err := h.QdiscList(dev)
 	if err != nil {

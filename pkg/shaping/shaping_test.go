@@ -179,3 +179,58 @@ func TestApplyCheckRemove(t *testing.T) {
 		t.Fatal("ifb left after Remove without veth")
 	}
 }
+
+// TestApplyRootQdisc: dropping the ingress rate deletes nswire's tbf at
+// the veth's root, and only that: a root qdisc of someone else's (another
+// kind at the same handle) stays, and so does the default one.
+func TestApplyRootQdisc(t *testing.T) {
+	p := newPair(t)
+	egressOnly := Limits{EgressRate: 2e6, EgressBurst: 1e5}
+	both := Limits{IngressRate: 1e6, IngressBurst: 1e5, EgressRate: 2e6, EgressBurst: 1e5}
+	dev, err := p.hh.LinkByName(p.hostIf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := func() netlink.Qdisc {
+		t.Helper()
+		qs, err := p.hh.QdiscList(dev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, q := range qs {
+			if q.Attrs().Parent == netlink.HANDLE_ROOT {
+				return q
+			}
+		}
+		return nil
+	}
+	if err := Apply(p.hh, p.hostIf, egressOnly); err != nil {
+		t.Fatalf("egress only on the default qdisc: %v", err)
+	}
+	if err := Apply(p.hh, p.hostIf, both); err != nil {
+		t.Fatal(err)
+	}
+	if q, ok := root().(*netlink.Tbf); !ok || q.Handle != rootHandle {
+		t.Fatalf("root qdisc %v, want nswire's tbf", root())
+	}
+	if err := Apply(p.hh, p.hostIf, egressOnly); err != nil {
+		t.Fatal(err)
+	}
+	if q, ok := root().(*netlink.Tbf); ok {
+		t.Fatalf("tbf %v left at the root after the ingress rate was dropped", q)
+	}
+	if err := Check(p.hh, p.hostIf, egressOnly); err != nil {
+		t.Fatal(err)
+	}
+	// htb: of the classful kinds, the one this kernel has built in.
+	theirs := netlink.NewHtb(netlink.QdiscAttrs{LinkIndex: dev.Attrs().Index, Handle: rootHandle, Parent: netlink.HANDLE_ROOT})
+	if err := p.hh.QdiscReplace(theirs); err != nil {
+		t.Fatal(err)
+	}
+	if err := Apply(p.hh, p.hostIf, egressOnly); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := root().(*netlink.Htb); !ok {
+		t.Fatalf("someone else's htb at the root was replaced by %v", root())
+	}
+}

@@ -74,13 +74,13 @@ func newPair(t *testing.T) *pair {
 	return p
 }
 
-// shaped checks the TCP goodput from→to against limit. Through the 25 ms
-// queue the reference formula gives, goodput runs at 83-97% of the rate
-// here (headers, and the sawtooth after each drop), so the lower bound is
-// 75%: what it must catch is a rate wrong by a unit, not a few percent.
+// shaped checks that the TCP goodput from→to is within 15% of limit.
+// The first flow in fresh namespaces has no cached TCP metrics: its slow
+// start overshoots the tbf's queue, and it measures 85-86% where later
+// flows measure 95-97% here; ShapedRate measures again below the bound.
 func shaped(t *testing.T, from, to ns.NetNS, addr string, limit float64) {
 	t.Helper()
-	testutil.ShapedRate(t, from, to, addr, 300*time.Millisecond, limit, 0.75, 1.15)
+	testutil.ShapedRate(t, from, to, addr, 300*time.Millisecond, limit, 0.85, 1.15)
 }
 
 func TestBandwidth(t *testing.T) {

@@ -152,8 +152,9 @@ func Throughput(from, to ns.NetNS, addr string, skip time.Duration) (float64, er
 // at limit bits/s, within the fractions low and high of it, and returns the
 // last rate measured. Every measure must stay under high: no load on the
 // machine makes a shaped flow faster. One under low is measured again, up
-// to three times in all, because a busy machine (the whole suite runs on
-// two cores) starves the sender, never the limit.
+// to three times in all: a busy machine (the whole suite runs on two
+// cores) starves the sender, and the first flow between fresh namespaces
+// overshoots in slow start (no cached TCP metrics); neither is the limit.
 func ShapedRate(t testing.TB, from, to ns.NetNS, addr string, skip time.Duration, limit, low, high float64) float64 {
 	t.Helper()
 	var got float64

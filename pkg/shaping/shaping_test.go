@@ -100,7 +100,8 @@ func TestBandwidth(t *testing.T) {
 
 // TestBandwidthContainerdBurst shapes as containerd asks for a pod
 // annotated with a rate only: the burst is larger than the kernel's bucket,
-// which then holds 2^32-1 ns of traffic, and the rate holds past it.
+// which then holds 2^32-1 ns of traffic, and the rate holds past it; the
+// queue stays short.
 func TestBandwidthContainerdBurst(t *testing.T) {
 	p := newPair(t)
 	const rate = 40e6 // its bucket (21 MB) drains in about 0.1 s over a veth
@@ -117,8 +118,16 @@ func TestBandwidthContainerdBurst(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, q := range qs {
-		if tb, ok := q.(*netlink.Tbf); ok && uint64(tb.Buffer)*nsPerTick > maxBucketNs {
+		tb, ok := q.(*netlink.Tbf)
+		if !ok {
+			continue
+		}
+		if uint64(tb.Buffer)*nsPerTick > maxBucketNs {
 			t.Errorf("tbf buffer %d ticks exceeds the kernel's cap", tb.Buffer)
+		}
+		// The queue holds 25 ms of traffic and one packet, not the bucket.
+		if want := uint32(rate/8*latencyMs/1000 + maxQueuedPacket); tb.Limit != want {
+			t.Errorf("tbf limit %d bytes, want %d", tb.Limit, want)
 		}
 	}
 	shaped(t, p.host, p.ctr, "10.9.0.2:5003", rate)

@@ -361,9 +361,8 @@ func TestCRIHostPort(t *testing.T) {
 // burst) start and are shaped. containerd turns each rate into the
 // bandwidth capability with a burst of 2^32-1 bits, which the kernel caps
 // at 4.29 s of traffic (2.7 MB at 5 Mbit/s): the measure starts once that
-// initial burst has passed. One pod per direction: the reference formula
-// gives the queue room for the same 4.29 s, so a measure's backlog would
-// delay the other direction's acknowledgements.
+// initial burst has passed. One pod per direction, each measured from
+// its own full bucket.
 func TestCRIBandwidth(t *testing.T) {
 	lk := newLeaks(t)
 	n := newCRINode(t, lk, "nswire.conflist.tmpl")

@@ -137,28 +137,22 @@ func (f *fixture) addErr(list *libcni.NetworkConfigList, id string) (*container,
 // else is replaced, and so is one that carries nswire's layout stamp but
 // not its chains (a table is current only with its whole skeleton).
 func TestErrorsHostileTable(t *testing.T) {
-	t.Run("foreign", func(t *testing.T) {
-		f := newFixture(t)
-		for _, fam := range []string{"inet", "bridge"} {
-			f.nft("add", "table", fam, "nswire")
-			f.nft("add", "chain", fam, "nswire", "mine")
-			f.nft("add", "rule", fam, "nswire", "mine", "counter")
-		}
-		list := f.list("1.1.0", nil, "10.65.0.0/24")
-		c := f.add(list, "foreign")
-		f.del(list, c)
-	})
-	t.Run("stamped", func(t *testing.T) {
-		f := newFixture(t)
-		for _, fam := range []string{"inet", "bridge"} {
-			f.nft("add", "table", fam, "nswire")
-			f.nft("add", "chain", fam, "nswire", "layout-2")
-			f.nft("add", "rule", fam, "nswire", "layout-2", "counter")
-		}
-		list := f.list("1.1.0", nil, "10.66.0.0/24")
-		c := f.add(list, "stamped")
-		f.del(list, c)
-	})
+	for _, tc := range []struct{ name, chain, subnet string }{
+		{"foreign", "mine", "10.65.0.0/24"},
+		{"stamped", "layout-2", "10.66.0.0/24"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			for _, fam := range []string{"inet", "bridge"} {
+				f.nft("add", "table", fam, "nswire")
+				f.nft("add", "chain", fam, "nswire", tc.chain)
+				f.nft("add", "rule", fam, "nswire", tc.chain, "counter")
+			}
+			list := f.list("1.1.0", nil, tc.subnet)
+			c := f.add(list, tc.name)
+			f.del(list, c)
+		})
+	}
 }
 
 // TestErrorsLeftovers: firewall elements whose network's record was
